@@ -1,0 +1,2 @@
+//! The local image store.
+//! STUB: replaced by the image helper.

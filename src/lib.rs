@@ -1,0 +1,18 @@
+//! edgepod: a Kubernetes-style container orchestrator for Raspberry-Pi-class devices.
+//!
+//! The tree follows the dependency direction `cli → roles → subsystems → api/store`:
+//!
+//! - [`api`]: Kubernetes object types (from k8s-openapi), manifest decoding, defaulting,
+//!   validation, label selectors. Depends on nothing else in the crate.
+//! - [`store`]: the SQLite file holding objects and events. Depends only on [`api`].
+//! - [`image`]: the local content-addressed image store and layer unpacking.
+//! - [`runtime`]: pod sandboxes and containers, run in-process through youki's `libcontainer`.
+//! - [`agent`]: the kubelet-like role: static pods, the pod reconciler, pod status.
+//! - [`cli`]: the `edgepod` command line, the only place `anyhow` is used.
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod image;
+pub mod runtime;
+pub mod store;
