@@ -1,4 +1,104 @@
-//! The `edgepod` command line.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The `edgepod` command line: parses flags, picks the role or local command, and turns errors
+//! into messages. The only place `anyhow` is used; everything below returns typed errors.
+
+mod agent;
+mod bench;
+mod describe;
+mod get;
+mod image;
+mod internal;
+mod logs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "edgepod", version, about = "Kubernetes-style pods on small devices", propagate_version = true)]
+pub struct Cli {
+    /// Where edgepod keeps its state (SQLite store, images, containers, logs).
+    #[arg(long, global = true, env = "EDGEPOD_DATA_DIR", default_value = "/var/lib/edgepod")]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the node agent: static pods from a manifest directory, run through libcontainer.
+    Agent(agent::AgentArgs),
+    /// List objects from the local store (`get pods`).
+    Get(get::GetArgs),
+    /// Show one object in detail with its events (`describe pod NAME`).
+    Describe(describe::DescribeArgs),
+    /// Print a container's logs.
+    Logs(logs::LogsArgs),
+    /// Manage the local image store.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Speed and memory figures next to peers (runc, crun).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Diagnostics that touch real subsystems.
+    #[command(subcommand)]
+    Debug(internal::DebugCommand),
+    /// Processes edgepod starts itself (the container shim); not for people.
+    #[command(subcommand, hide = true)]
+    Internal(internal::InternalCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    let result = match cli.command {
+        Command::Agent(args) => agent::run(&cli.data_dir, args),
+        Command::Get(args) => get::run(&cli.data_dir, args),
+        Command::Describe(args) => describe::run(&cli.data_dir, args),
+        Command::Logs(args) => logs::run(&cli.data_dir, args),
+        Command::Image(cmd) => image::run(&cli.data_dir, cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Debug(cmd) => internal::debug(&cli.data_dir, cmd),
+        Command::Internal(cmd) => return internal::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(command: &Command) {
+    let level = std::env::var("EDGEPOD_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(match command {
+            Command::Agent(_) => tracing::Level::INFO,
+            _ => tracing::Level::WARN,
+        });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter::Targets};
+    // libcontainer and libcgroups warn about every controller this kernel lacks, per container.
+    let deps = if level >= tracing::Level::DEBUG { level } else { tracing::Level::ERROR };
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("libcgroups", deps)
+        .with_target("libcontainer", deps);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Opens the store of a data dir for a local command.
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<crate::store::Store> {
+    use anyhow::Context;
+    crate::store::Store::open_in(data_dir)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))
 }

@@ -252,7 +252,6 @@ pub fn oci_config(spec: &ContainerSpec, rootfs: &str) -> Value {
                 // handed to a non-root process unless its binary carries file capabilities.
                 "inheritable": [], "ambient": [],
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
             "noNewPrivileges": spec.no_new_privileges,
         },
         "root": {"path": rootfs, "readonly": spec.readonly_rootfs},

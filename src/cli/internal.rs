@@ -1,0 +1,77 @@
+//! Hidden subcommands edgepod runs itself, and `debug` diagnostics.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::runtime::logs::Rotation;
+use crate::runtime::shim::{self, ShimArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum InternalCommand {
+    /// Create, start and monitor one container (started by the agent).
+    Shim {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long, default_value_t = Rotation::default().max_size)]
+        log_max_size: u64,
+        #[arg(long, default_value_t = Rotation::default().max_files)]
+        log_max_files: u32,
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        oom_score_adj: i32,
+        #[arg(long, default_value = "")]
+        cgroups_path: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Round-trip a Pod through the SQLite store of the data dir and check its integrity.
+    StoreCheck,
+}
+
+pub fn run(cmd: InternalCommand) -> ExitCode {
+    match cmd {
+        InternalCommand::Shim {
+            id,
+            bundle,
+            state_root,
+            log,
+            log_max_size,
+            log_max_files,
+            oom_score_adj,
+            cgroups_path,
+        } => {
+            let args = ShimArgs {
+                id,
+                bundle,
+                state_root,
+                log_path: log,
+                rotation: Rotation {
+                    max_size: log_max_size,
+                    max_files: log_max_files,
+                },
+                oom_score_adj,
+                cgroups_path,
+            };
+            ExitCode::from(shim::run(&args) as u8)
+        }
+    }
+}
+
+pub fn debug(data_dir: &Path, cmd: DebugCommand) -> anyhow::Result<()> {
+    match cmd {
+        DebugCommand::StoreCheck => {
+            let summary = crate::store::self_check(data_dir)?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}

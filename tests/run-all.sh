@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the tests need when missing, then runs
+# formatting, clippy, every test and the cross builds with their qemu smoke tests. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "tests/run-all.sh must run as root (tests create namespaces, cgroups and mounts)" >&2
+  exit 1
+fi
+
+say "prerequisites"
+need_apt=()
+for pair in busybox:busybox-static skopeo:skopeo umoci:umoci crun:crun runc:runc \
+            qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static file:file; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+# busybox-static specifically: the image fixture copies /bin/busybox into a scratch rootfs.
+if [ -x /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
+  need_apt+=(busybox-static)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -m ziglang version >/dev/null 2>&1 || pip install -q ziglang
+command -v cargo-zigbuild >/dev/null 2>&1 || pip install -q cargo-zigbuild
+rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup target list --installed | grep -q '^aarch64-unknown-linux-musl$' || rustup target add aarch64-unknown-linux-musl
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+say "cargo test"
+cargo test --all-targets 2>&1
+
+say "cross builds (aarch64, armv7) and qemu smoke tests"
+cross/build.sh all
+cross/smoke.sh
+
+say "all tests passed"
