@@ -1,2 +1,41 @@
-//! The local image store.
-//! STUB: replaced by the image helper.
+//! The local image store: images imported from archives, kept as content-addressed blobs,
+//! and their layers unpacked for overlayfs (or flattened into one directory without it).
+//!
+//! Owns: everything under its root directory (e.g. `DATA_DIR/images`, see [`ImageStore`]);
+//! image references and their normalisation; reading OCI archives and docker-archives;
+//! choosing the host's platform from multi-platform images; unpacking layer tars safely.
+//!
+//! Must not touch: the object store (images are files, not API objects), mounts and
+//! containers (the runtime mounts what [`ImageStore::layer_dirs`] returns), or the network:
+//! images arrive as archives.
+
+mod blobs;
+mod candidate;
+mod compression;
+mod digest;
+mod docker_archive;
+mod error;
+mod gc;
+mod layers;
+mod lookup;
+mod oci_archive;
+mod platform;
+mod record;
+mod reference;
+mod safepath;
+mod scratch;
+mod spec;
+mod staging;
+mod store;
+mod sys;
+mod unpack;
+#[cfg(test)]
+mod unpack_tests;
+
+pub use digest::Digest;
+pub use error::ImageError;
+pub use gc::GcReport;
+pub use platform::Platform;
+pub use record::{ImageConfig, ImageRecord, LayerRecord};
+pub use reference::{Reference, normalize_reference};
+pub use store::ImageStore;

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests. Each test crate includes this module and uses only
+//! part of it, so unused items are expected.
+#![allow(dead_code)]
+
+pub mod fixtures;
