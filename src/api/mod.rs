@@ -11,10 +11,11 @@ pub mod decode;
 pub mod defaults;
 pub mod errors;
 pub mod qos;
+pub mod quantity;
 pub mod selector;
 pub mod validate;
 
-pub use errors::{FieldError, FieldErrorKind, FieldErrors, ManifestError};
+pub use errors::{EncodeError, FieldError, FieldErrorKind, FieldErrors, ManifestError};
 pub use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, Event, Pod, PodCondition, PodSpec, PodStatus,
