@@ -36,7 +36,10 @@ spec:
     let d = node.describe("crash");
     assert!(d.contains("BackOff"), "{d}");
     let pod = node.pod("crash").unwrap();
-    assert_eq!(pod["status"]["phase"], "Running", "restartPolicy Always keeps the pod Running");
+    assert_eq!(
+        pod["status"]["phase"], "Running",
+        "restartPolicy Always keeps the pod Running"
+    );
 }
 
 #[test]
@@ -49,14 +52,20 @@ fn changed_manifest_replaces_the_pod_and_logs_follow_the_new_one() {
     node.put_manifest("app.yaml", &v1.replace("version one", "version two"));
     let second = node.wait_for("replacement", 60, || {
         let p = node.pod("app")?;
-        (p["metadata"]["uid"] != first["metadata"]["uid"] && p["status"]["phase"] == "Running").then_some(p)
+        (p["metadata"]["uid"] != first["metadata"]["uid"] && p["status"]["phase"] == "Running")
+            .then_some(p)
     });
     assert_eq!(second["metadata"]["name"], format!("app-{NODE}"));
     node.wait_logs("app", "c", "version two");
     let tail = node.logs("app", "c", &["--tail", "1", "--timestamps"]);
-    assert!(tail.trim_end().ends_with("version two") && tail.starts_with("20"), "{tail:?}");
+    assert!(
+        tail.trim_end().ends_with("version two") && tail.starts_with("20"),
+        "{tail:?}"
+    );
     // Only the new pod's container is left.
-    node.wait_for("old container removed", 30, || (node.entries("containers").len() == 1).then_some(()));
+    node.wait_for("old container removed", 30, || {
+        (node.entries("containers").len() == 1).then_some(())
+    });
 }
 
 #[test]
@@ -83,7 +92,11 @@ fn killed_agent_readopts_running_containers_and_sees_exits_it_missed() {
     assert_eq!(node.pod("short").unwrap()["status"]["phase"], "Failed");
     let again = node.wait_running("long");
     let path = "/status/containerStatuses/0/state/running/startedAt";
-    assert_eq!(again.pointer(path), long.pointer(path), "the same container, not a new one");
+    assert_eq!(
+        again.pointer(path),
+        long.pointer(path),
+        "the same container, not a new one"
+    );
     assert_eq!(again["status"]["containerStatuses"][0]["restartCount"], 0);
     assert_eq!(node.logs("long", "c", &[]).matches("started").count(), 1);
 }

@@ -72,7 +72,11 @@ impl Backoff {
             entry.delay = Duration::ZERO;
         }
         let seen = *entry.exited_seen.get_or_insert(now);
-        let delay = if entry.delay.is_zero() { policy.base } else { entry.delay };
+        let delay = if entry.delay.is_zero() {
+            policy.base
+        } else {
+            entry.delay
+        };
         let ready_at = seen + delay;
         if now >= ready_at {
             entry.delay = (delay * 2).min(policy.max);
@@ -86,7 +90,13 @@ impl Backoff {
     pub fn current_delay(&self, pod_uid: &str, container: &str) -> Duration {
         self.entries
             .get(&(pod_uid.to_string(), container.to_string()))
-            .map(|e| if e.delay.is_zero() { self.policy.base } else { e.delay })
+            .map(|e| {
+                if e.delay.is_zero() {
+                    self.policy.base
+                } else {
+                    e.delay
+                }
+            })
             .unwrap_or(self.policy.base)
     }
 
@@ -108,7 +118,10 @@ mod tests {
             reset_after: Duration::from_secs(600),
         });
         b.started("u", "c");
-        assert!(b.remaining("u", "c").is_some(), "first restart waits the base delay");
+        assert!(
+            b.remaining("u", "c").is_some(),
+            "first restart waits the base delay"
+        );
         std::thread::sleep(Duration::from_millis(25));
         assert!(b.remaining("u", "c").is_none());
         b.started("u", "c");

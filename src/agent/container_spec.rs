@@ -4,13 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Capabilities, Container, Pod, PodSecurityContext, SecurityContext};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, Pod, PodSecurityContext, SecurityContext,
+};
 
 use crate::api::{qos, quantity};
-use crate::runtime::spec::{
-    ALL_CAPABILITIES, ContainerSpec, DEFAULT_CAPABILITIES, Mount, MountKind, Namespaces, NsMode, Resources,
-};
 use crate::runtime::Sandbox;
+use crate::runtime::spec::{
+    ALL_CAPABILITIES, ContainerSpec, DEFAULT_CAPABILITIES, Mount, MountKind, Namespaces, NsMode,
+    Resources,
+};
 
 use super::env;
 use super::volumes::PodVolumes;
@@ -58,13 +61,23 @@ pub fn build(
     }
 
     let (uid, gid) = user_and_group(&sc, &pod_sc, image)?;
-    if sc.run_as_non_root.or(pod_sc.run_as_non_root).unwrap_or(false) && uid == 0 {
+    if sc
+        .run_as_non_root
+        .or(pod_sc.run_as_non_root)
+        .unwrap_or(false)
+        && uid == 0
+    {
         return Err(format!(
             "{field_path}: container has runAsNonRoot and image will run as root"
         ));
     }
     let mut additional_gids: Vec<u32> = Vec::new();
-    for g in pod_sc.supplemental_groups.iter().flatten().chain(pod_sc.fs_group.iter()) {
+    for g in pod_sc
+        .supplemental_groups
+        .iter()
+        .flatten()
+        .chain(pod_sc.fs_group.iter())
+    {
         let g = u32::try_from(*g).map_err(|_| format!("{field_path}: invalid group {g}"))?;
         if !additional_gids.contains(&g) {
             additional_gids.push(g);
@@ -139,7 +152,10 @@ pub fn build(
         mounts,
         namespaces,
         resources,
-        cgroups_path: format!("/edgepod/pod{}/{id}", pod.metadata.uid.as_deref().unwrap_or("")),
+        cgroups_path: format!(
+            "/edgepod/pod{}/{id}",
+            pod.metadata.uid.as_deref().unwrap_or("")
+        ),
         oom_score_adj,
     })
 }
@@ -152,7 +168,11 @@ pub fn pod_hostname(pod: &Pod) -> String {
         .and_then(|s| s.hostname.clone())
         .or_else(|| pod.metadata.name.clone())
         .unwrap_or_default();
-    name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_string()
 }
 
 fn user_and_group(
@@ -167,15 +187,18 @@ fn user_and_group(
         uid = u32::try_from(u).map_err(|_| format!("runAsUser: invalid value {u}"))?;
         gid = passwd_lookup(&image.layers, &uid.to_string()).map(|(_, g)| g);
     } else if let Some(user) = image.user.as_deref().filter(|u| !u.is_empty()) {
-        let (u, g) = user.split_once(':').map_or((user, None), |(u, g)| (u, Some(g)));
+        let (u, g) = user
+            .split_once(':')
+            .map_or((user, None), |(u, g)| (u, Some(g)));
         match u.parse::<u32>() {
             Ok(n) => {
                 uid = n;
                 gid = passwd_lookup(&image.layers, u).map(|(_, g)| g);
             }
             Err(_) => {
-                let (n, g) = passwd_lookup(&image.layers, u)
-                    .ok_or_else(|| format!("image user \"{u}\" is not in the image's /etc/passwd"))?;
+                let (n, g) = passwd_lookup(&image.layers, u).ok_or_else(|| {
+                    format!("image user \"{u}\" is not in the image's /etc/passwd")
+                })?;
                 uid = n;
                 gid = Some(g);
             }
@@ -183,8 +206,9 @@ fn user_and_group(
         if let Some(g) = g {
             gid = Some(match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => group_lookup(&image.layers, g)
-                    .ok_or_else(|| format!("image group \"{g}\" is not in the image's /etc/group"))?,
+                Err(_) => group_lookup(&image.layers, g).ok_or_else(|| {
+                    format!("image group \"{g}\" is not in the image's /etc/group")
+                })?,
             });
         }
     }
@@ -226,10 +250,24 @@ fn group_lookup(layers: &[PathBuf], group: &str) -> Option<u32> {
 fn capability_set(caps: Option<&Capabilities>) -> Vec<String> {
     let norm = |c: &String| {
         let c = c.to_ascii_uppercase();
-        if c == "ALL" || c.starts_with("CAP_") { c } else { format!("CAP_{c}") }
+        if c == "ALL" || c.starts_with("CAP_") {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
     };
-    let add: Vec<String> = caps.and_then(|c| c.add.as_ref()).into_iter().flatten().map(norm).collect();
-    let drop: Vec<String> = caps.and_then(|c| c.drop.as_ref()).into_iter().flatten().map(norm).collect();
+    let add: Vec<String> = caps
+        .and_then(|c| c.add.as_ref())
+        .into_iter()
+        .flatten()
+        .map(norm)
+        .collect();
+    let drop: Vec<String> = caps
+        .and_then(|c| c.drop.as_ref())
+        .into_iter()
+        .flatten()
+        .map(norm)
+        .collect();
     let mut set: Vec<String> = if add.iter().any(|c| c == "ALL") {
         ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -248,11 +286,16 @@ fn capability_set(caps: Option<&Capabilities>) -> Vec<String> {
     set
 }
 
-fn resources(container: &Container, pids_limit: Option<i64>, field_path: &str) -> Result<Resources, String> {
+fn resources(
+    container: &Container,
+    pids_limit: Option<i64>,
+    field_path: &str,
+) -> Result<Resources, String> {
     let r = container.resources.clone().unwrap_or_default();
-    let get = |m: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
-        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
-    };
+    let get = |m: &Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+               k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
     let cpu_request = get(&r.requests, "cpu")
         .map(|q| quantity::cpu_millis(&q))
         .transpose()
@@ -282,7 +325,9 @@ fn resources(container: &Container, pids_limit: Option<i64>, field_path: &str) -
 
 /// The kubelet's OOM score policy per QoS class.
 fn oom_score_adj(pod: &Pod, container: &Container) -> i32 {
-    let Some(spec) = pod.spec.as_ref() else { return 1000 };
+    let Some(spec) = pod.spec.as_ref() else {
+        return 1000;
+    };
     match qos::qos_class(spec) {
         "Guaranteed" => -997,
         "BestEffort" => 1000,

@@ -97,7 +97,10 @@ pub fn environment(
         own.insert(var.name.clone(), value.clone());
         set(&mut merged, var.name.clone(), value);
     }
-    Ok(merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    Ok(merged
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect())
 }
 
 fn resolve(
@@ -161,7 +164,11 @@ fn resolve(
                     Some(q) => quantity::cpu_millis(&q)?,
                     None => num_cpus() * 1000,
                 };
-                let div = divisor.map(|d| quantity::cpu_millis(&d)).transpose()?.unwrap_or(1000).max(1);
+                let div = divisor
+                    .map(|d| quantity::cpu_millis(&d))
+                    .transpose()?
+                    .unwrap_or(1000)
+                    .max(1);
                 (milli + div - 1) / div
             }
             "memory" | "ephemeral-storage" => {
@@ -169,10 +176,19 @@ fn resolve(
                     Some(q) => quantity::bytes(&q)?,
                     None => memory_capacity() as i64,
                 };
-                let div = divisor.map(|d| quantity::bytes(&d)).transpose()?.unwrap_or(1).max(1);
+                let div = divisor
+                    .map(|d| quantity::bytes(&d))
+                    .transpose()?
+                    .unwrap_or(1)
+                    .max(1);
                 (bytes + div - 1) / div
             }
-            _ => return Err(format!("resourceFieldRef.resource: unsupported \"{}\"", r.resource)),
+            _ => {
+                return Err(format!(
+                    "resourceFieldRef.resource: unsupported \"{}\"",
+                    r.resource
+                ));
+            }
         };
         return Ok(Some(value.to_string()));
     }
@@ -257,7 +273,10 @@ mod tests {
         let ep = vec!["/ep".to_string()];
         let cmd = vec!["cmd".to_string()];
         assert_eq!(command_line(&c(None, None), &ep, &cmd, &[]), ["/ep", "cmd"]);
-        assert_eq!(command_line(&c(None, Some(&["a"])), &ep, &cmd, &[]), ["/ep", "a"]);
+        assert_eq!(
+            command_line(&c(None, Some(&["a"])), &ep, &cmd, &[]),
+            ["/ep", "a"]
+        );
         assert_eq!(command_line(&c(Some(&["x"]), None), &ep, &cmd, &[]), ["x"]);
         assert_eq!(
             command_line(&c(Some(&["x"]), Some(&["y"])), &ep, &cmd, &[]),

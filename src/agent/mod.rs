@@ -32,7 +32,7 @@ pub use backoff::BackoffPolicy;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] Box<StoreError>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("image store: {0}")]
@@ -63,7 +63,10 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 /// kubelet: a restarted agent adopts them.
 pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     reaper::become_subreaper();
-    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
         let action = nix::sys::signal::SigAction::new(
             nix::sys::signal::SigHandler::Handler(on_stop_signal),
             nix::sys::signal::SaFlags::empty(),
@@ -71,14 +74,19 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         );
         // SAFETY: the handler only stores to an atomic.
         unsafe {
-            nix::sys::signal::sigaction(sig, &action).map_err(|e| AgentError::Other(format!("sigaction: {e}")))?;
+            nix::sys::signal::sigaction(sig, &action)
+                .map_err(|e| AgentError::Other(format!("sigaction: {e}")))?;
         }
     }
-    std::fs::create_dir_all(&cfg.manifests_dir)
-        .map_err(|e| AgentError::Other(format!("manifest dir {}: {e}", cfg.manifests_dir.display())))?;
-    let store = Arc::new(Store::open_in(&cfg.data_dir)?);
+    std::fs::create_dir_all(&cfg.manifests_dir).map_err(|e| {
+        AgentError::Other(format!("manifest dir {}: {e}", cfg.manifests_dir.display()))
+    })?;
+    let store = Arc::new(Store::open_in(&cfg.data_dir).map_err(Box::new)?);
     let runtime = Runtime::new(&cfg.data_dir, cfg.log_rotation)?;
-    let images = Arc::new(ImageStore::open(&cfg.data_dir.join("images")).map_err(|e| AgentError::Image(e.to_string()))?);
+    let images = Arc::new(
+        ImageStore::open(&cfg.data_dir.join("images"))
+            .map_err(|e| AgentError::Image(e.to_string()))?,
+    );
     let mut kubelet = sync::Kubelet::new(cfg.clone(), store, runtime, images);
     tracing::info!(
         node = %cfg.node_name,
@@ -109,12 +117,13 @@ pub fn host_ip() -> String {
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
-                || a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+                || a.flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
             {
                 continue;
             }
             if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-                return std::net::Ipv4Addr::from(sin.ip()).to_string();
+                return sin.ip().to_string();
             }
         }
     }

@@ -57,7 +57,10 @@ impl StaticPodSource {
 
     /// Every pod the manifests ask for, with names suffixed by the node name.
     pub fn pods(&self) -> Vec<Pod> {
-        self.files.values().flat_map(|f| f.pods.iter().cloned()).collect()
+        self.files
+            .values()
+            .flat_map(|f| f.pods.iter().cloned())
+            .collect()
     }
 
     /// Re-reads files whose modification time or size changed.
@@ -78,15 +81,29 @@ impl StaticPodSource {
                     continue;
                 }
                 seen.push(path.clone());
-                let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+                let stamp = (
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    meta.len(),
+                );
                 if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
                     continue;
                 }
                 scan.changed = true;
-                let previous = self.files.get(&path).map(|f| f.pods.clone()).unwrap_or_default();
+                let previous = self
+                    .files
+                    .get(&path)
+                    .map(|f| f.pods.clone())
+                    .unwrap_or_default();
                 match self.read(&path) {
                     Ok(pods) => {
-                        self.files.insert(path, FileState { stamp, pods, error: None });
+                        self.files.insert(
+                            path,
+                            FileState {
+                                stamp,
+                                pods,
+                                error: None,
+                            },
+                        );
                     }
                     Err(problem) => {
                         scan.problems.push(problem.clone());
@@ -127,7 +144,9 @@ impl StaticPodSource {
         let pods = api::load_pods(&file, &text).map_err(|e| ManifestProblem {
             file: path.to_path_buf(),
             pod_name: match &e {
-                ManifestError::Invalid { name, .. } if !name.is_empty() => Some(self.static_name(name)),
+                ManifestError::Invalid { name, .. } if !name.is_empty() => {
+                    Some(self.static_name(name))
+                }
                 _ => None,
             },
             message: e.to_string(),
@@ -154,10 +173,20 @@ impl StaticPodSource {
         h.update([0]);
         h.update(content);
         let hex = hex::encode(h.finalize());
-        let uid = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+        let uid = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        );
         pod.metadata.name = Some(self.static_name(&name));
         pod.metadata.uid = Some(uid.clone());
-        let annotations = pod.metadata.annotations.get_or_insert_with(Default::default);
+        let annotations = pod
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
         annotations.insert("kubernetes.io/config.source".into(), "file".into());
         annotations.insert("kubernetes.io/config.hash".into(), hex[..32].to_string());
         annotations.insert("edgepod.io/manifest".into(), path.display().to_string());
@@ -184,9 +213,16 @@ mod tests {
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0].metadata.name.as_deref(), Some("web-node1"));
         let uid = pods[0].metadata.uid.clone();
-        assert!(!src.scan().changed, "an unchanged directory is not a change");
+        assert!(
+            !src.scan().changed,
+            "an unchanged directory is not a change"
+        );
 
-        fs::write(dir.path().join("web.yaml"), POD.replace("busybox", "busybox:1")).unwrap();
+        fs::write(
+            dir.path().join("web.yaml"),
+            POD.replace("busybox", "busybox:1"),
+        )
+        .unwrap();
         // mtime granularity: force a different stamp through the size.
         assert!(src.scan().changed);
         assert_ne!(src.pods()[0].metadata.uid, uid);
@@ -203,7 +239,11 @@ mod tests {
         let scan = src.scan();
         assert_eq!(scan.problems.len(), 1);
         assert_eq!(scan.problems[0].pod_name.as_deref(), Some("web-n"));
-        assert!(scan.problems[0].message.contains("web.yaml"), "{}", scan.problems[0].message);
+        assert!(
+            scan.problems[0].message.contains("web.yaml"),
+            "{}",
+            scan.problems[0].message
+        );
         assert_eq!(src.pods().len(), 1);
         assert_eq!(src.errors().len(), 1);
 

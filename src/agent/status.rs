@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
-    PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -30,7 +30,11 @@ pub fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-fn terminated(start: Option<&StartRecord>, exit: &ExitRecord, id: &str) -> ContainerStateTerminated {
+fn terminated(
+    start: Option<&StartRecord>,
+    exit: &ExitRecord,
+    id: &str,
+) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: exit.exit_code,
         signal: exit.signal,
@@ -68,7 +72,9 @@ fn rt_state(info: &ContainerInfo) -> ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: 137,
                 reason: Some("ContainerStatusUnknown".into()),
-                message: Some("The container could not be located when the pod was terminated".into()),
+                message: Some(
+                    "The container could not be located when the pod was terminated".into(),
+                ),
                 started_at: s.as_ref().and_then(|s| time(&s.started_at)),
                 container_id: Some(format!("edgepod://{}", info.id)),
                 ..Default::default()
@@ -153,7 +159,10 @@ pub fn compute(
     host_ip: &str,
 ) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
-    let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let restart_policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
 
     let init_statuses: Vec<ContainerStatus> = spec
         .init_containers
@@ -187,7 +196,11 @@ pub fn compute(
                     .is_some_and(|t| t.exit_code != 0)
         });
 
-    let default_waiting = if init_done { "ContainerCreating" } else { "PodInitializing" };
+    let default_waiting = if init_done {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
@@ -221,7 +234,11 @@ pub fn compute(
             ..Default::default()
         }
     };
-    let not_ready = if phase == "Succeeded" || phase == "Failed" { "PodCompleted" } else { "ContainersNotReady" };
+    let not_ready = if phase == "Succeeded" || phase == "Failed" {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
     let conditions = vec![
         condition("PodReadyToStartContainers", true, None),
         condition("Initialized", init_done, Some("ContainersNotInitialized")),
@@ -245,7 +262,12 @@ pub fn compute(
 }
 
 /// Kubernetes' pod phase rules over the app containers' states.
-fn phase(statuses: &[ContainerStatus], restart_policy: &str, init_done: bool, init_failed: bool) -> &'static str {
+fn phase(
+    statuses: &[ContainerStatus],
+    restart_policy: &str,
+    init_done: bool,
+    init_failed: bool,
+) -> &'static str {
     if init_failed {
         return "Failed";
     }
@@ -262,7 +284,11 @@ fn phase(statuses: &[ContainerStatus], restart_policy: &str, init_done: bool, in
             if t.exit_code == 0 {
                 succeeded += 1;
             }
-        } else if s.last_state.as_ref().is_some_and(|l| l.terminated.is_some()) {
+        } else if s
+            .last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some())
+        {
             // Waiting to restart after having run: counts as stopped, not as never started.
             stopped += 1;
         } else {
@@ -325,11 +351,31 @@ mod tests {
     fn phases_follow_kubernetes() {
         assert_eq!(phase(&[st(run(), None)], "Always", true, false), "Running");
         assert_eq!(phase(&[st(wait(), None)], "Always", true, false), "Pending");
-        assert_eq!(phase(&[st(wait(), Some(term(1)))], "Always", true, false), "Running");
-        assert_eq!(phase(&[st(term(0), None)], "Never", true, false), "Succeeded");
-        assert_eq!(phase(&[st(term(0), None), st(term(2), None)], "Never", true, false), "Failed");
-        assert_eq!(phase(&[st(term(2), None)], "OnFailure", true, false), "Running");
-        assert_eq!(phase(&[st(term(0), None)], "OnFailure", true, false), "Succeeded");
+        assert_eq!(
+            phase(&[st(wait(), Some(term(1)))], "Always", true, false),
+            "Running"
+        );
+        assert_eq!(
+            phase(&[st(term(0), None)], "Never", true, false),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase(
+                &[st(term(0), None), st(term(2), None)],
+                "Never",
+                true,
+                false
+            ),
+            "Failed"
+        );
+        assert_eq!(
+            phase(&[st(term(2), None)], "OnFailure", true, false),
+            "Running"
+        );
+        assert_eq!(
+            phase(&[st(term(0), None)], "OnFailure", true, false),
+            "Succeeded"
+        );
         assert_eq!(phase(&[st(run(), None)], "Always", false, false), "Pending");
         assert_eq!(phase(&[st(wait(), None)], "Never", false, true), "Failed");
     }

@@ -15,7 +15,8 @@ use nix::sys::signal::Signal;
 
 use crate::image::ImageStore;
 use crate::runtime::{
-    ContainerInfo, ContainerMeta, ContainerState as RtState, CreateRequest, RootfsSource, Runtime, cgroups, rootfs,
+    ContainerInfo, ContainerMeta, ContainerState as RtState, CreateRequest, RootfsSource, Runtime,
+    cgroups, rootfs,
 };
 use crate::store::Store;
 
@@ -46,7 +47,12 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(cfg: AgentConfig, store: Arc<Store>, runtime: Runtime, images: Arc<ImageStore>) -> Self {
+    pub fn new(
+        cfg: AgentConfig,
+        store: Arc<Store>,
+        runtime: Runtime,
+        images: Arc<ImageStore>,
+    ) -> Self {
         let source = StaticPodSource::new(&cfg.manifests_dir, &cfg.node_name);
         Kubelet {
             backoff: Backoff::new(cfg.backoff),
@@ -69,7 +75,11 @@ impl Kubelet {
         for p in &scan.problems {
             tracing::error!(file = %p.file.display(), "invalid manifest: {}", p.message);
             let name = p.pod_name.clone().unwrap_or_else(|| {
-                let stem = p.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = p
+                    .file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 format!("{stem}-{}", self.cfg.node_name)
             });
             let involved = ObjectReference {
@@ -78,10 +88,13 @@ impl Kubelet {
                 name: Some(name),
                 ..Default::default()
             };
-            if let Err(e) = self
-                .store
-                .record_event(&involved, "Warning", "FailedManifest", &p.message, COMPONENT)
-            {
+            if let Err(e) = self.store.record_event(
+                &involved,
+                "Warning",
+                "FailedManifest",
+                &p.message,
+                COMPONENT,
+            ) {
                 tracing::warn!("recording event: {e}");
             }
         }
@@ -99,12 +112,19 @@ impl Kubelet {
         for c in containers {
             by_pod.entry(c.meta.pod_uid.clone()).or_default().push(c);
         }
-        let desired_uids: HashSet<String> = desired.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let desired_uids: HashSet<String> = desired
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
 
         // Everything this node holds that no manifest asks for any more.
         let mut known: HashSet<String> = by_pod.keys().cloned().collect();
         if let Ok(entries) = std::fs::read_dir(self.runtime.pod_dir("").as_path()) {
-            known.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            known.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
         if let Ok(pods) = self.store.list_as::<Pod>("Pod", None, None) {
             known.extend(pods.iter().filter_map(|p| p.metadata.uid.clone()));
@@ -114,12 +134,18 @@ impl Kubelet {
         }
 
         for pod in desired {
-            let Some(uid) = pod.metadata.uid.clone() else { continue };
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
             if let Some(spec) = &pod.spec {
-                self.grace.insert(uid.clone(), spec.termination_grace_period_seconds.unwrap_or(30));
+                self.grace.insert(
+                    uid.clone(),
+                    spec.termination_grace_period_seconds.unwrap_or(30),
+                );
             }
-            // A replaced static pod starts once its predecessor of the same name is gone.
-            if self.predecessor_running(&pod) {
+            // A replaced static pod starts once its predecessor of the same name is gone; a pod
+            // whose manifest came back while it was stopping starts afresh after that.
+            if self.is_terminating(Some(&uid)) || self.predecessor_running(&pod) {
                 continue;
             }
             let infos = by_pod.remove(&uid).unwrap_or_default();
@@ -130,14 +156,20 @@ impl Kubelet {
     fn predecessor_running(&self, pod: &Pod) -> bool {
         let (ns, name) = ns_name(pod);
         match self.store.get_as::<Pod>("Pod", &ns, &name) {
-            Ok(Some(old)) => old.metadata.uid != pod.metadata.uid && self.is_terminating(old.metadata.uid.as_deref()),
+            Ok(Some(old)) => {
+                old.metadata.uid != pod.metadata.uid
+                    && self.is_terminating(old.metadata.uid.as_deref())
+            }
             _ => false,
         }
     }
 
     fn is_terminating(&self, uid: Option<&str>) -> bool {
         let Some(uid) = uid else { return false };
-        self.terminating.lock().map(|t| t.contains(uid)).unwrap_or(false)
+        self.terminating
+            .lock()
+            .map(|t| t.contains(uid))
+            .unwrap_or(false)
     }
 
     fn sync_pod(&mut self, pod: &Pod, mut infos: Vec<ContainerInfo>) {
@@ -152,14 +184,23 @@ impl Kubelet {
         let mut ready = true;
         if !sandbox.exists() {
             if let Err(e) = sandbox.create(&container_spec::pod_hostname(pod)) {
-                self.event(pod, "Warning", "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}"));
+                self.event(
+                    pod,
+                    "Warning",
+                    "FailedCreatePodSandBox",
+                    &format!("Failed to create pod sandbox: {e}"),
+                );
                 ready = false;
             }
         }
         let volumes = match PodVolumes::prepare(pod, &pod_dir) {
             Ok(v) => Some(v),
             Err(e) => {
-                for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+                for c in spec
+                    .containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                {
                     waiting.insert(c.name.clone(), wait("CreateContainerConfigError", &e));
                 }
                 None
@@ -169,20 +210,30 @@ impl Kubelet {
         infos.sort_by_key(|i| i.meta.attempt);
         if let (true, Some(volumes)) = (ready, volumes.as_ref()) {
             let mut started = false;
-            let init_done = self.sync_init_containers(pod, &infos, volumes, &mut waiting, &mut started);
+            let init_done =
+                self.sync_init_containers(pod, &infos, volumes, &mut waiting, &mut started);
             if init_done {
                 for (i, c) in spec.containers.iter().enumerate() {
-                    let attempts: Vec<&ContainerInfo> =
-                        infos.iter().filter(|x| x.meta.container_name == c.name && !x.meta.init).collect();
+                    let attempts: Vec<&ContainerInfo> = infos
+                        .iter()
+                        .filter(|x| x.meta.container_name == c.name && !x.meta.init)
+                        .collect();
                     let path = format!("spec.containers[{i}]");
-                    if let Some(w) = self.sync_container(pod, &path, c, false, &attempts, volumes, &mut started) {
+                    if let Some(w) =
+                        self.sync_container(pod, &path, c, false, &attempts, volumes, &mut started)
+                    {
                         waiting.insert(c.name.clone(), w);
                     }
                 }
             }
             if started {
                 // Pick up what the starts changed in the same pass, for the status below.
-                infos = self.runtime.list().into_iter().filter(|i| i.meta.pod_uid == uid).collect();
+                infos = self
+                    .runtime
+                    .list()
+                    .into_iter()
+                    .filter(|i| i.meta.pod_uid == uid)
+                    .collect();
                 infos.sort_by_key(|i| i.meta.attempt);
             }
         }
@@ -190,9 +241,18 @@ impl Kubelet {
         self.note_waiting(pod, &waiting);
         let mut attempts: Attempts<'_> = BTreeMap::new();
         for i in &infos {
-            attempts.entry(i.meta.container_name.clone()).or_default().push(i);
+            attempts
+                .entry(i.meta.container_name.clone())
+                .or_default()
+                .push(i);
         }
-        let status = status::compute(pod, &attempts, &waiting, stored.as_ref().and_then(|p| p.status.as_ref()), &self.host_ip);
+        let status = status::compute(
+            pod,
+            &attempts,
+            &waiting,
+            stored.as_ref().and_then(|p| p.status.as_ref()),
+            &self.host_ip,
+        );
         self.write_status(pod, status);
     }
 
@@ -207,8 +267,10 @@ impl Kubelet {
     ) -> bool {
         let spec = pod.spec.clone().unwrap_or_default();
         for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-            let attempts: Vec<&ContainerInfo> =
-                infos.iter().filter(|x| x.meta.container_name == c.name && x.meta.init).collect();
+            let attempts: Vec<&ContainerInfo> = infos
+                .iter()
+                .filter(|x| x.meta.container_name == c.name && x.meta.init)
+                .collect();
             let sidecar = c.restart_policy.as_deref() == Some("Always");
             let path = format!("spec.initContainers[{i}]");
             match attempts.last().map(|a| &a.state) {
@@ -216,7 +278,9 @@ impl Kubelet {
                 Some(RtState::Exited(_, e)) if e.exit_code == 0 && !sidecar => continue,
                 Some(RtState::Running(_)) | Some(RtState::Created) => return false,
                 _ => {
-                    if let Some(w) = self.sync_container(pod, &path, c, true, &attempts, volumes, started) {
+                    if let Some(w) =
+                        self.sync_container(pod, &path, c, true, &attempts, volumes, started)
+                    {
                         waiting.insert(c.name.clone(), w);
                     }
                     return false;
@@ -280,7 +344,10 @@ impl Kubelet {
             }
         };
         // Keep only the latest finished attempt (for lastState and `logs --previous`).
-        for old in attempts.iter().filter(|a| a.meta.attempt + 1 < next_attempt) {
+        for old in attempts
+            .iter()
+            .filter(|a| a.meta.attempt + 1 < next_attempt)
+        {
             let _ = self.runtime.remove(&old.id);
             let _ = std::fs::remove_file(&old.meta.log_path);
         }
@@ -313,7 +380,9 @@ impl Kubelet {
                 let (reason, message) = if never {
                     (
                         "ErrImageNeverPull",
-                        format!("Container image \"{image_ref}\" is not present with pull policy of Never"),
+                        format!(
+                            "Container image \"{image_ref}\" is not present with pull policy of Never"
+                        ),
                     )
                 } else {
                     (
@@ -327,10 +396,12 @@ impl Kubelet {
             }
             Err(e) => return Err(wait("ErrImagePull", &format!("image \"{image_ref}\": {e}"))),
         };
-        let layers = self
-            .images
-            .layer_dirs(&record)
-            .map_err(|e| wait("CreateContainerError", &format!("unpacking image \"{image_ref}\": {e}")))?;
+        let layers = self.images.layer_dirs(&record).map_err(|e| {
+            wait(
+                "CreateContainerError",
+                &format!("unpacking image \"{image_ref}\": {e}"),
+            )
+        })?;
         let image = ImageProcess {
             entrypoint: record.config.entrypoint.clone(),
             cmd: record.config.cmd.clone(),
@@ -340,7 +411,13 @@ impl Kubelet {
             layers: layers.clone(),
         };
         let id = format!("{uid}-{}-{attempt}", c.name);
-        let sandbox = self.runtime.sandbox(&uid, pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false));
+        let sandbox = self.runtime.sandbox(
+            &uid,
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+        );
         let ctx = PodContext {
             pod,
             sandbox: &sandbox,
@@ -355,7 +432,9 @@ impl Kubelet {
         } else {
             let images = Arc::clone(&self.images);
             let rec = record.clone();
-            RootfsSource::Copy(Box::new(move |dest| images.flatten_into(&rec, dest).map_err(|e| e.to_string())))
+            RootfsSource::Copy(Box::new(move |dest| {
+                images.flatten_into(&rec, dest).map_err(|e| e.to_string())
+            }))
         };
         let meta = ContainerMeta {
             pod_uid: uid.clone(),
@@ -370,13 +449,36 @@ impl Kubelet {
             image_id: record.digest.as_str().to_string(),
         };
         if attempt == 0 {
-            self.event_for(pod, Some(path), "Normal", "Pulled", &format!("Container image \"{image_ref}\" already present on machine"));
+            self.event_for(
+                pod,
+                Some(path),
+                "Normal",
+                "Pulled",
+                &format!("Container image \"{image_ref}\" already present on machine"),
+            );
         }
         let started = Instant::now();
-        match self.runtime.start(CreateRequest { id: id.clone(), spec, rootfs, meta }) {
+        match self.runtime.start(CreateRequest {
+            id: id.clone(),
+            spec,
+            rootfs,
+            meta,
+        }) {
             Ok(_) => {
-                self.event_for(pod, Some(path), "Normal", "Created", &format!("Created container {}", c.name));
-                self.event_for(pod, Some(path), "Normal", "Started", &format!("Started container {}", c.name));
+                self.event_for(
+                    pod,
+                    Some(path),
+                    "Normal",
+                    "Created",
+                    &format!("Created container {}", c.name),
+                );
+                self.event_for(
+                    pod,
+                    Some(path),
+                    "Normal",
+                    "Started",
+                    &format!("Started container {}", c.name),
+                );
                 tracing::info!(pod = %name, container = %c.name, attempt, ms = started.elapsed().as_millis() as u64, "container started");
                 Ok(())
             }
@@ -392,14 +494,18 @@ impl Kubelet {
     /// everything it held (containers, mounts, cgroups, namespaces, state and log dirs).
     fn terminate(&mut self, uid: &str, infos: Vec<ContainerInfo>) {
         {
-            let Ok(mut t) = self.terminating.lock() else { return };
+            let Ok(mut t) = self.terminating.lock() else {
+                return;
+            };
             if !t.insert(uid.to_string()) {
                 return;
             }
         }
         self.backoff.forget_pod(uid);
         self.waiting.retain(|(u, _), _| u != uid);
-        let grace = Duration::from_secs(self.grace.remove(uid).unwrap_or(30).max(0) as u64);
+        let grace_secs = self.grace.remove(uid).unwrap_or(30).max(0);
+        let grace = Duration::from_secs(grace_secs as u64);
+        self.mark_terminating(uid, grace_secs);
         let runtime = self.runtime.clone();
         let store = Arc::clone(&self.store);
         let terminating = Arc::clone(&self.terminating);
@@ -413,10 +519,47 @@ impl Kubelet {
         self.resync = true;
     }
 
+    /// Sets deletionTimestamp on the stored pod, so `get pods` shows it Terminating.
+    fn mark_terminating(&self, uid: &str, grace_secs: i64) {
+        let Ok(pods) = self.store.list_as::<Pod>("Pod", None, None) else {
+            return;
+        };
+        for p in pods
+            .into_iter()
+            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
+        {
+            if p.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let (ns, name) = ns_name(&p);
+            let now = serde_json::to_value(status::now()).unwrap_or_default();
+            let result: Result<(), crate::store::StoreError> = self.store.write(|tx| {
+                let Some(mut obj) = tx.get("Pod", &ns, &name)? else {
+                    return Ok(());
+                };
+                if obj["metadata"]["uid"].as_str() != Some(uid) {
+                    return Ok(());
+                }
+                obj["metadata"]["deletionTimestamp"] = now.clone();
+                obj["metadata"]["deletionGracePeriodSeconds"] = grace_secs.into();
+                tx.put("Pod", &obj).map(|_| ())
+            });
+            if let Err(e) = result {
+                tracing::warn!(pod = %name, "marking terminating: {e}");
+            }
+        }
+    }
+
     /// Waits (bounded) for pod terminations in flight, e.g. before the agent exits.
     pub fn wait_for_terminations(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while Instant::now() < deadline && self.terminating.lock().map(|t| !t.is_empty()).unwrap_or(false) {
+        while Instant::now() < deadline
+            && self
+                .terminating
+                .lock()
+                .map(|t| !t.is_empty())
+                .unwrap_or(false)
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -445,13 +588,18 @@ impl Kubelet {
 
     fn write_status(&self, pod: &Pod, status: k8s_openapi::api::core::v1::PodStatus) {
         let (ns, name) = ns_name(pod);
-        let Ok(new) = serde_json::to_value(&status) else { return };
+        let Ok(new) = serde_json::to_value(&status) else {
+            return;
+        };
         let uid = pod.metadata.uid.clone();
         // Read, compare and write in one transaction; an unchanged status costs no write, which
         // matters on an SD card.
         let result: Result<(), crate::store::StoreError> = self.store.write(|tx| {
-            let Some(mut obj) = tx.get("Pod", &ns, &name)? else { return Ok(()) };
-            if obj["metadata"]["uid"].as_str() != uid.as_deref() || obj.get("status") == Some(&new) {
+            let Some(mut obj) = tx.get("Pod", &ns, &name)? else {
+                return Ok(());
+            };
+            if obj["metadata"]["uid"].as_str() != uid.as_deref() || obj.get("status") == Some(&new)
+            {
                 return Ok(());
             }
             obj["status"] = new.clone();
@@ -472,11 +620,16 @@ impl Kubelet {
             self.waiting.insert(key, w.clone());
             let (type_, reason) = match w.reason.as_str() {
                 "CrashLoopBackOff" => ("Warning", "BackOff"),
-                "ErrImagePull" | "ErrImageNeverPull" | "CreateContainerConfigError" => ("Warning", "Failed"),
+                "ErrImagePull" | "ErrImageNeverPull" | "CreateContainerConfigError" => {
+                    ("Warning", "Failed")
+                }
                 _ => continue,
             };
             let message = if reason == "BackOff" {
-                format!("Back-off restarting failed container {name} in pod {}", pod.metadata.name.as_deref().unwrap_or(""))
+                format!(
+                    "Back-off restarting failed container {name} in pod {}",
+                    pod.metadata.name.as_deref().unwrap_or("")
+                )
             } else {
                 format!("Error: {}: {}", w.reason, w.message)
             };
@@ -495,14 +648,22 @@ impl Kubelet {
                 });
             self.event_for(pod, path.as_deref(), type_, reason, &message);
         }
-        self.waiting.retain(|(u, n), _| u != &uid || waiting.contains_key(n));
+        self.waiting
+            .retain(|(u, n), _| u != &uid || waiting.contains_key(n));
     }
 
     fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
         self.event_for(pod, None, type_, reason, message);
     }
 
-    fn event_for(&self, pod: &Pod, field_path: Option<&str>, type_: &str, reason: &str, message: &str) {
+    fn event_for(
+        &self,
+        pod: &Pod,
+        field_path: Option<&str>,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
         let (ns, name) = ns_name(pod);
         let involved = ObjectReference {
             kind: Some("Pod".into()),
@@ -513,7 +674,10 @@ impl Kubelet {
             field_path: field_path.map(str::to_string),
             ..Default::default()
         };
-        if let Err(e) = self.store.record_event(&involved, type_, reason, message, COMPONENT) {
+        if let Err(e) = self
+            .store
+            .record_event(&involved, type_, reason, message, COMPONENT)
+        {
             tracing::warn!("recording event: {e}");
         }
     }
@@ -528,14 +692,28 @@ fn wait(reason: &str, message: &str) -> Waiting {
 
 fn ns_name(pod: &Pod) -> (String, String) {
     (
-        pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        pod.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         pod.metadata.name.clone().unwrap_or_default(),
     )
 }
 
-fn kill_pod(runtime: &Runtime, store: &Store, uid: &str, infos: Vec<ContainerInfo>, grace: Duration) {
-    let running: Vec<&ContainerInfo> = infos.iter().filter(|i| matches!(i.state, RtState::Running(_))).collect();
-    let pod_ref = infos.first().map(|i| (i.meta.pod_namespace.clone(), i.meta.pod_name.clone()));
+fn kill_pod(
+    runtime: &Runtime,
+    store: &Store,
+    uid: &str,
+    infos: Vec<ContainerInfo>,
+    grace: Duration,
+) {
+    let running: Vec<&ContainerInfo> = infos
+        .iter()
+        .filter(|i| matches!(i.state, RtState::Running(_)))
+        .collect();
+    let pod_ref = infos
+        .first()
+        .map(|i| (i.meta.pod_namespace.clone(), i.meta.pod_name.clone()));
     for c in &running {
         if let Some((ns, name)) = &pod_ref {
             let involved = ObjectReference {
@@ -545,14 +723,24 @@ fn kill_pod(runtime: &Runtime, store: &Store, uid: &str, infos: Vec<ContainerInf
                 uid: Some(uid.to_string()),
                 ..Default::default()
             };
-            let _ = store.record_event(&involved, "Normal", "Killing", &format!("Stopping container {}", c.meta.container_name), COMPONENT);
+            let _ = store.record_event(
+                &involved,
+                "Normal",
+                "Killing",
+                &format!("Stopping container {}", c.meta.container_name),
+                COMPONENT,
+            );
         }
         if let Err(e) = runtime.signal(&c.id, Signal::SIGTERM, false) {
             tracing::warn!(container = %c.id, "SIGTERM: {e}");
         }
     }
     let deadline = Instant::now() + grace;
-    let all_stopped = |runtime: &Runtime| running.iter().all(|c| !matches!(runtime.state(&c.id), RtState::Running(_)));
+    let all_stopped = |runtime: &Runtime| {
+        running
+            .iter()
+            .all(|c| !matches!(runtime.state(&c.id), RtState::Running(_)))
+    };
     while Instant::now() < deadline && !all_stopped(runtime) {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -581,14 +769,20 @@ fn kill_pod(runtime: &Runtime, store: &Store, uid: &str, infos: Vec<ContainerInf
         tracing::warn!(pod = uid, "volumes: {e}");
     }
     cgroups::remove(&format!("/edgepod/pod{uid}"));
-    let mut log_dirs: Vec<PathBuf> = infos.iter().filter_map(|i| i.meta.log_path.parent()?.parent().map(PathBuf::from)).collect();
+    let mut log_dirs: Vec<PathBuf> = infos
+        .iter()
+        .filter_map(|i| i.meta.log_path.parent()?.parent().map(PathBuf::from))
+        .collect();
     log_dirs.dedup();
     for d in log_dirs {
         let _ = std::fs::remove_dir_all(d);
     }
     // Forget the pod unless a successor of the same name already took its place.
     if let Ok(pods) = store.list_as::<Pod>("Pod", None, None) {
-        for p in pods.iter().filter(|p| p.metadata.uid.as_deref() == Some(uid)) {
+        for p in pods
+            .iter()
+            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
+        {
             let (ns, name) = ns_name(p);
             let _ = store.delete("Pod", &ns, &name);
         }

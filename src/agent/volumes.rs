@@ -33,15 +33,18 @@ impl PodVolumes {
             let field = format!("spec.volumes[{i}]");
             let path = if let Some(e) = &v.empty_dir {
                 let dir = pod_dir.join("volumes").join(&v.name);
-                fs::create_dir_all(&dir).map_err(|e| format!("{field}.emptyDir: {}: {e}", dir.display()))?;
+                fs::create_dir_all(&dir)
+                    .map_err(|e| format!("{field}.emptyDir: {}: {e}", dir.display()))?;
                 if e.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
                     let size = match &e.size_limit {
                         Some(q) => Some(
-                            quantity::bytes(&q.0).map_err(|err| format!("{field}.emptyDir.sizeLimit: {err}"))?,
+                            quantity::bytes(&q.0)
+                                .map_err(|err| format!("{field}.emptyDir.sizeLimit: {err}"))?,
                         ),
                         None => None,
                     };
-                    let opts = size.map_or("mode=0777".to_string(), |s| format!("mode=0777,size={s}"));
+                    let opts =
+                        size.map_or("mode=0777".to_string(), |s| format!("mode=0777,size={s}"));
                     mount(
                         Some("tmpfs"),
                         &dir,
@@ -54,7 +57,8 @@ impl PodVolumes {
                 // The kubelet makes emptyDir world-writable so any runAsUser can use it.
                 let mut mode = 0o777;
                 if let Some(g) = fs_group {
-                    let gid = u32::try_from(g).map_err(|_| format!("spec.securityContext.fsGroup: invalid {g}"))?;
+                    let gid = u32::try_from(g)
+                        .map_err(|_| format!("spec.securityContext.fsGroup: invalid {g}"))?;
                     nix::unistd::chown(&dir, None, Some(nix::unistd::Gid::from_raw(gid)))
                         .map_err(|err| format!("{field}: chown to fsGroup {gid}: {err}"))?;
                     // setgid: files created inside inherit the fsGroup, as Kubernetes promises.
@@ -82,7 +86,11 @@ impl PodVolumes {
     }
 
     /// Bind mounts for a container's volumeMounts (readOnly and subPath honoured).
-    pub fn mounts_for(&self, field_path: &str, container: &Container) -> Result<Vec<Mount>, String> {
+    pub fn mounts_for(
+        &self,
+        field_path: &str,
+        container: &Container,
+    ) -> Result<Vec<Mount>, String> {
         let mut out = Vec::new();
         for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
             let field = format!("{field_path}.volumeMounts[{i}]");
@@ -94,7 +102,9 @@ impl PodVolumes {
                 Some(sub) => {
                     let p = source.join(sub);
                     if Path::new(sub).is_absolute() || !within(source, &p) {
-                        return Err(format!("{field}.subPath: must be a relative path inside the volume"));
+                        return Err(format!(
+                            "{field}.subPath: must be a relative path inside the volume"
+                        ));
                     }
                     if !p.exists() {
                         fs::create_dir_all(&p).map_err(|e| format!("{field}.subPath: {e}"))?;
@@ -147,13 +157,20 @@ pub fn teardown(pod_dir: &Path) -> Result<(), String> {
 
 fn check_host_path(field: &str, path: &Path, kind: &str) -> Result<(), String> {
     let meta = fs::metadata(path);
-    let fail = |what: &str| Err(format!("{field}.hostPath: {} is not {what}", path.display()));
+    let fail = |what: &str| {
+        Err(format!(
+            "{field}.hostPath: {} is not {what}",
+            path.display()
+        ))
+    };
     match kind {
         "" => Ok(()),
         "DirectoryOrCreate" => {
             if meta.is_err() {
-                fs::create_dir_all(path).map_err(|e| format!("{field}.hostPath: create {}: {e}", path.display()))?;
-                fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|e| format!("{field}: {e}"))?;
+                fs::create_dir_all(path)
+                    .map_err(|e| format!("{field}.hostPath: create {}: {e}", path.display()))?;
+                fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| format!("{field}: {e}"))?;
                 Ok(())
             } else if meta.as_ref().is_ok_and(|m| m.is_dir()) {
                 Ok(())
@@ -161,13 +178,20 @@ fn check_host_path(field: &str, path: &Path, kind: &str) -> Result<(), String> {
                 fail("a directory")
             }
         }
-        "Directory" => if meta.is_ok_and(|m| m.is_dir()) { Ok(()) } else { fail("a directory") },
+        "Directory" => {
+            if meta.is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                fail("a directory")
+            }
+        }
         "FileOrCreate" => {
             if meta.is_err() {
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent).map_err(|e| format!("{field}.hostPath: {e}"))?;
                 }
-                fs::write(path, b"").map_err(|e| format!("{field}.hostPath: create {}: {e}", path.display()))?;
+                fs::write(path, b"")
+                    .map_err(|e| format!("{field}.hostPath: create {}: {e}", path.display()))?;
                 Ok(())
             } else if meta.as_ref().is_ok_and(|m| m.is_file()) {
                 Ok(())
@@ -175,18 +199,48 @@ fn check_host_path(field: &str, path: &Path, kind: &str) -> Result<(), String> {
                 fail("a file")
             }
         }
-        "File" => if meta.is_ok_and(|m| m.is_file()) { Ok(()) } else { fail("a file") },
-        "Socket" => if meta.is_ok_and(|m| m.file_type().is_socket()) { Ok(()) } else { fail("a socket") },
-        "CharDevice" => if meta.is_ok_and(|m| m.file_type().is_char_device()) { Ok(()) } else { fail("a character device") },
-        "BlockDevice" => if meta.is_ok_and(|m| m.file_type().is_block_device()) { Ok(()) } else { fail("a block device") },
-        other => Err(format!("{field}.hostPath.type: unsupported value \"{other}\"")),
+        "File" => {
+            if meta.is_ok_and(|m| m.is_file()) {
+                Ok(())
+            } else {
+                fail("a file")
+            }
+        }
+        "Socket" => {
+            if meta.is_ok_and(|m| m.file_type().is_socket()) {
+                Ok(())
+            } else {
+                fail("a socket")
+            }
+        }
+        "CharDevice" => {
+            if meta.is_ok_and(|m| m.file_type().is_char_device()) {
+                Ok(())
+            } else {
+                fail("a character device")
+            }
+        }
+        "BlockDevice" => {
+            if meta.is_ok_and(|m| m.file_type().is_block_device()) {
+                Ok(())
+            } else {
+                fail("a block device")
+            }
+        }
+        other => Err(format!(
+            "{field}.hostPath.type: unsupported value \"{other}\""
+        )),
     }
 }
 
 fn write_etc_files(pod: &Pod, pod_dir: &Path) -> std::io::Result<()> {
     let etc = pod_dir.join("etc");
     fs::create_dir_all(&etc)?;
-    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
     let hostname = pod_hostname(pod);
     let hosts = if host_network {
         fs::read_to_string("/etc/hosts").unwrap_or_default()

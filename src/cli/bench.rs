@@ -15,7 +15,9 @@ use clap::Subcommand;
 
 use crate::image::ImageStore;
 use crate::runtime::logs::Rotation;
-use crate::runtime::spec::{self, ContainerSpec, DEFAULT_CAPABILITIES, Namespaces, NsMode, Resources};
+use crate::runtime::spec::{
+    self, ContainerSpec, DEFAULT_CAPABILITIES, Namespaces, NsMode, Resources,
+};
 use crate::runtime::{ContainerMeta, ContainerState, CreateRequest, RootfsSource, Runtime};
 
 #[derive(Subcommand, Debug)]
@@ -53,7 +55,9 @@ impl Scratch {
         let dir = PathBuf::from(format!("/var/tmp/edgepod-bench-{}", std::process::id()));
         fs::create_dir_all(dir.join("manifests"))?;
         let images = ImageStore::open(&dir.join("images"))?;
-        images.import(archive).with_context(|| format!("importing {}", archive.display()))?;
+        images
+            .import(archive)
+            .with_context(|| format!("importing {}", archive.display()))?;
         Ok(Scratch { dir })
     }
 
@@ -73,12 +77,18 @@ impl Scratch {
 
     fn started_containers(&self) -> usize {
         fs::read_dir(self.dir.join("containers"))
-            .map(|d| d.flatten().filter(|e| e.path().join("start.json").exists()).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("start.json").exists())
+                    .count()
+            })
             .unwrap_or(0)
     }
 
     fn containers(&self) -> usize {
-        fs::read_dir(self.dir.join("containers")).map(|d| d.count()).unwrap_or(0)
+        fs::read_dir(self.dir.join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
@@ -122,7 +132,9 @@ fn pod_start(archive: &Path, runs: usize) -> anyhow::Result<()> {
         let file = scratch.dir.join("manifests").join("p.yaml");
         let t0 = Instant::now();
         fs::write(&file, pod_yaml(&format!("p{i}")))?;
-        if !wait_until(Duration::from_secs(20), || scratch.started_containers() == 1) {
+        if !wait_until(Duration::from_secs(20), || {
+            scratch.started_containers() == 1
+        }) {
             stop(agent);
             bail!("run {i}: the pod did not start within 20 s");
         }
@@ -150,7 +162,9 @@ fn pod_start(archive: &Path, runs: usize) -> anyhow::Result<()> {
             rootfs: RootfsSource::Overlay(layers.clone()),
             meta: bench_meta(&scratch.dir, &id),
         })?;
-        if !wait_until(Duration::from_secs(10), || matches!(runtime.state(&id), ContainerState::Exited(..))) {
+        if !wait_until(Duration::from_secs(10), || {
+            matches!(runtime.state(&id), ContainerState::Exited(..))
+        }) {
             bail!("container {id} did not exit");
         }
         runtime.remove(&id)?;
@@ -173,12 +187,19 @@ fn pod_start(archive: &Path, runs: usize) -> anyhow::Result<()> {
 
     println!("edgepod bench pod-start: {runs} runs each (median / p95, milliseconds)");
     println!("{:<44} {:>8} {:>8}", "what", "median", "p95");
-    report("edgepod: manifest written -> container running", &manifest_to_running);
+    report(
+        "edgepod: manifest written -> container running",
+        &manifest_to_running,
+    );
     report("edgepod: true container create..cleanup", &ours);
     for (tool, times) in &peers {
         match times {
             Some(t) => report(&format!("{tool} run: true container"), t),
-            None => println!("{:<44} {:>8}", format!("{tool} run: true container"), "n/a (not installed or failed)"),
+            None => println!(
+                "{:<44} {:>8}",
+                format!("{tool} run: true container"),
+                "n/a (not installed or failed)"
+            ),
         }
     }
     Ok(())
@@ -196,8 +217,22 @@ fn hide_hybrid_cgroup2(scratch: &Path) {
     let empty = scratch.join("empty-controllers");
     let ok = fs::write(&empty, b"").is_ok()
         && nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_ok()
-        && mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).is_ok()
-        && mount(Some(&empty), controllers, None::<&str>, MsFlags::MS_BIND, None::<&str>).is_ok();
+        && mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .is_ok()
+        && mount(
+            Some(&empty),
+            controllers,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .is_ok();
     if !ok {
         eprintln!("note: could not hide the hybrid cgroup2 controllers file; crun may fail");
     }
@@ -292,11 +327,16 @@ fn rss_pss(pid: u32) -> (u64, u64) {
 fn memory(archive: &Path, pods: usize) -> anyhow::Result<()> {
     let scratch = Scratch::new(archive)?;
     for i in 0..pods {
-        fs::write(scratch.dir.join("manifests").join(format!("p{i}.yaml")), pod_yaml(&format!("p{i}")))?;
+        fs::write(
+            scratch.dir.join("manifests").join(format!("p{i}.yaml")),
+            pod_yaml(&format!("p{i}")),
+        )?;
     }
     let agent = scratch.agent()?;
     let agent_pid = agent.id();
-    if !wait_until(Duration::from_secs(60), || scratch.started_containers() == pods) {
+    if !wait_until(Duration::from_secs(60), || {
+        scratch.started_containers() == pods
+    }) {
         stop(agent);
         bail!("the {pods} pods did not start within 60 s");
     }
@@ -307,7 +347,9 @@ fn memory(archive: &Path, pods: usize) -> anyhow::Result<()> {
     let mut shim_pss = 0;
     let mut shims = 0;
     for e in fs::read_dir(scratch.dir.join("containers"))?.flatten() {
-        if let Some(rec) = crate::runtime::shim::read_json::<crate::runtime::StartRecord>(&e.path().join("start.json")) {
+        if let Some(rec) = crate::runtime::shim::read_json::<crate::runtime::StartRecord>(
+            &e.path().join("start.json"),
+        ) {
             let (r, p) = rss_pss(rec.shim_pid as u32);
             shim_rss += r;
             shim_pss += p;
@@ -322,7 +364,15 @@ fn memory(archive: &Path, pods: usize) -> anyhow::Result<()> {
     println!("edgepod bench memory: idle agent with {pods} running pods (KiB)");
     println!("{:<32} {:>8} {:>8}", "process", "RSS", "PSS");
     println!("{:<32} {agent_rss:>8} {agent_pss:>8}", "agent");
-    println!("{:<32} {shim_rss:>8} {shim_pss:>8}", format!("shims ({shims}, summed)"));
-    println!("{:<32} {:>8} {:>8}", "agent + shims", agent_rss + shim_rss, agent_pss + shim_pss);
+    println!(
+        "{:<32} {shim_rss:>8} {shim_pss:>8}",
+        format!("shims ({shims}, summed)")
+    );
+    println!(
+        "{:<32} {:>8} {:>8}",
+        "agent + shims",
+        agent_rss + shim_rss,
+        agent_pss + shim_pss
+    );
     Ok(())
 }

@@ -30,7 +30,10 @@ pub fn run(data_dir: &Path, args: DescribeArgs) -> anyhow::Result<()> {
             bail!("pods \"{}\" not found", args.name);
         }
         // A manifest that never parsed has no pod, only the events that say why.
-        println!("Name:         {}\nNamespace:    {}\nStatus:       <not created>", args.name, args.namespace);
+        println!(
+            "Name:         {}\nNamespace:    {}\nStatus:       <not created>",
+            args.name, args.namespace
+        );
         print_events(&events);
         return Ok(());
     };
@@ -45,24 +48,61 @@ fn render(pod: &Pod) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     let kv = |map: &Option<std::collections::BTreeMap<String, String>>| {
-        let v: Vec<String> = map.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-        if v.is_empty() { "<none>".to_string() } else { v.join("\n              ") }
+        let v: Vec<String> = map
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if v.is_empty() {
+            "<none>".to_string()
+        } else {
+            v.join("\n              ")
+        }
     };
     let _ = writeln!(s, "Name:         {}", m.name.as_deref().unwrap_or(""));
-    let _ = writeln!(s, "Namespace:    {}", m.namespace.as_deref().unwrap_or("default"));
-    let _ = writeln!(s, "Node:         {}/{}", spec.node_name.as_deref().unwrap_or("<none>"), status.host_ip.as_deref().unwrap_or(""));
+    let _ = writeln!(
+        s,
+        "Namespace:    {}",
+        m.namespace.as_deref().unwrap_or("default")
+    );
+    let _ = writeln!(
+        s,
+        "Node:         {}/{}",
+        spec.node_name.as_deref().unwrap_or("<none>"),
+        status.host_ip.as_deref().unwrap_or("")
+    );
     if let Some(t) = &status.start_time {
         let _ = writeln!(s, "Start Time:   {}", t.0);
     }
     let _ = writeln!(s, "Labels:       {}", kv(&m.labels));
     let _ = writeln!(s, "Annotations:  {}", kv(&m.annotations));
-    let _ = writeln!(s, "Status:       {}", status.phase.as_deref().unwrap_or("Pending"));
-    let _ = writeln!(s, "IP:           {}", status.pod_ip.as_deref().unwrap_or(""));
-    let _ = writeln!(s, "QoS Class:    {}", status.qos_class.as_deref().unwrap_or(""));
+    let _ = writeln!(
+        s,
+        "Status:       {}",
+        status.phase.as_deref().unwrap_or("Pending")
+    );
+    let _ = writeln!(
+        s,
+        "IP:           {}",
+        status.pod_ip.as_deref().unwrap_or("")
+    );
+    let _ = writeln!(
+        s,
+        "QoS Class:    {}",
+        status.qos_class.as_deref().unwrap_or("")
+    );
     let _ = writeln!(s, "Display:      {}", display_status(pod));
     let sections = [
-        ("Init Containers:", spec.init_containers.clone().unwrap_or_default(), status.init_container_statuses.clone().unwrap_or_default()),
-        ("Containers:", spec.containers.clone(), status.container_statuses.clone().unwrap_or_default()),
+        (
+            "Init Containers:",
+            spec.init_containers.clone().unwrap_or_default(),
+            status.init_container_statuses.clone().unwrap_or_default(),
+        ),
+        (
+            "Containers:",
+            spec.containers.clone(),
+            status.container_statuses.clone().unwrap_or_default(),
+        ),
     ];
     for (title, containers, statuses) in sections {
         if containers.is_empty() {
@@ -84,7 +124,11 @@ fn render(pod: &Pod) -> String {
             }
             if let Some(st) = st {
                 write_state(&mut s, "State", st.state.as_ref());
-                if st.last_state.as_ref().is_some_and(|l| l.terminated.is_some()) {
+                if st
+                    .last_state
+                    .as_ref()
+                    .is_some_and(|l| l.terminated.is_some())
+                {
                     write_state(&mut s, "Last State", st.last_state.as_ref());
                 }
                 let _ = writeln!(s, "    Ready:         {}", st.ready);
@@ -110,13 +154,21 @@ fn write_state(s: &mut String, label: &str, state: Option<&ContainerState>) {
         }
     } else if let Some(w) = &state.waiting {
         let _ = writeln!(s, "    {:<14} Waiting", format!("{label}:"));
-        let _ = writeln!(s, "      Reason:      {}", w.reason.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "      Reason:      {}",
+            w.reason.as_deref().unwrap_or("")
+        );
         if let Some(m) = &w.message {
             let _ = writeln!(s, "      Message:     {m}");
         }
     } else if let Some(t) = &state.terminated {
         let _ = writeln!(s, "    {:<14} Terminated", format!("{label}:"));
-        let _ = writeln!(s, "      Reason:      {}", t.reason.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "      Reason:      {}",
+            t.reason.as_deref().unwrap_or("")
+        );
         let _ = writeln!(s, "      Exit Code:   {}", t.exit_code);
         if let Some(sig) = t.signal {
             let _ = writeln!(s, "      Signal:      {sig}");
@@ -147,7 +199,9 @@ fn print_events(events: &[k8s_openapi::api::core::v1::Event]) {
         println!("Events:       <none>");
         return;
     }
-    println!("Events:\n  Type     Reason     Age    From     Message\n  ----     ------     ----   ----     -------");
+    println!(
+        "Events:\n  Type     Reason     Age    From     Message\n  ----     ------     ----   ----     -------"
+    );
     for e in events {
         let count = e.count.unwrap_or(1);
         let age_s = age(e.last_timestamp.as_ref().map(|t| t.0));
@@ -161,7 +215,10 @@ fn print_events(events: &[k8s_openapi::api::core::v1::Event]) {
             e.type_.as_deref().unwrap_or(""),
             e.reason.as_deref().unwrap_or(""),
             age_col,
-            e.source.as_ref().and_then(|s| s.component.clone()).unwrap_or_default(),
+            e.source
+                .as_ref()
+                .and_then(|s| s.component.clone())
+                .unwrap_or_default(),
             e.message.as_deref().unwrap_or("")
         );
     }

@@ -35,14 +35,21 @@ pub fn run(data_dir: &Path, args: GetArgs) -> anyhow::Result<()> {
     match args.resource.as_str() {
         "pods" | "pod" | "po" => {}
         "events" | "event" | "ev" => return events(&store, &args),
-        other => bail!("the server doesn't have a resource type \"{other}\" (this local command knows pods and events)"),
+        other => bail!(
+            "the server doesn't have a resource type \"{other}\" (this local command knows pods and events)"
+        ),
     }
     let selector = match &args.selector {
-        Some(s) => Some(LabelSelector::parse(s).map_err(|e| anyhow::anyhow!("invalid label selector {s:?}: {e}"))?),
+        Some(s) => Some(
+            LabelSelector::parse(s)
+                .map_err(|e| anyhow::anyhow!("invalid label selector {s:?}: {e}"))?,
+        ),
         None => None,
     };
     let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
-    let mut pods: Vec<Pod> = store.list_as("Pod", ns, selector.as_ref()).context("listing pods")?;
+    let mut pods: Vec<Pod> = store
+        .list_as("Pod", ns, selector.as_ref())
+        .context("listing pods")?;
     if let Some(name) = &args.name {
         pods.retain(|p| p.metadata.name.as_deref() == Some(name.as_str()));
         if pods.is_empty() {
@@ -71,8 +78,15 @@ pub fn run(data_dir: &Path, args: GetArgs) -> anyhow::Result<()> {
                 println!("pod/{}", p.metadata.name.as_deref().unwrap_or(""));
             }
         }
-        Some("wide") | None => print_table(&pods, args.output.as_deref() == Some("wide"), args.all_namespaces, args.show_labels),
-        Some(other) => bail!("unable to match a printer suitable for the output format \"{other}\", allowed formats are: json,name,wide,yaml"),
+        Some("wide") | None => print_table(
+            &pods,
+            args.output.as_deref() == Some("wide"),
+            args.all_namespaces,
+            args.show_labels,
+        ),
+        Some(other) => bail!(
+            "unable to match a printer suitable for the output format \"{other}\", allowed formats are: json,name,wide,yaml"
+        ),
     }
     if pods.is_empty() {
         eprintln!("No resources found in {} namespace.", args.namespace);
@@ -98,7 +112,11 @@ fn print_table(pods: &[Pod], wide: bool, all_ns: bool, labels: bool) {
         if all_ns {
             row.push(p.metadata.namespace.clone().unwrap_or_default());
         }
-        let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+        let statuses = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
         let total = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
         let ready = statuses.iter().filter(|s| s.ready).count();
         let restarts: i32 = statuses.iter().map(|s| s.restart_count).sum();
@@ -108,13 +126,27 @@ fn print_table(pods: &[Pod], wide: bool, all_ns: bool, labels: bool) {
         row.push(restarts.to_string());
         row.push(age(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
         if wide {
-            row.push(p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_else(|| "<none>".into()));
-            row.push(p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "<none>".into()));
+            row.push(
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_else(|| "<none>".into()),
+            );
+            row.push(
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_else(|| "<none>".into()),
+            );
         }
         if labels {
             let l = p.metadata.labels.clone().unwrap_or_default();
             let s: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            row.push(if s.is_empty() { "<none>".into() } else { s.join(",") });
+            row.push(if s.is_empty() {
+                "<none>".into()
+            } else {
+                s.join(",")
+            });
         }
         rows.push(row);
     }
@@ -151,16 +183,30 @@ pub fn print_rows(header: &[&str], rows: &[Vec<String>]) {
 /// The STATUS column as kubectl computes it: init progress, waiting or terminated reasons.
 pub fn display_status(p: &Pod) -> String {
     let status = p.status.clone().unwrap_or_default();
-    let mut reason = status.reason.clone().or(status.phase.clone()).unwrap_or_else(|| "Pending".into());
+    let mut reason = status
+        .reason
+        .clone()
+        .or(status.phase.clone())
+        .unwrap_or_else(|| "Pending".into());
     let inits = status.init_container_statuses.clone().unwrap_or_default();
-    let init_total = p.spec.as_ref().and_then(|s| s.init_containers.as_ref()).map(|v| v.len()).unwrap_or(0);
+    let init_total = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|v| v.len())
+        .unwrap_or(0);
     for (i, s) in inits.iter().enumerate() {
         let st = s.state.clone().unwrap_or_default();
         if let Some(t) = &st.terminated {
             if t.exit_code == 0 {
                 continue;
             }
-            return format!("Init:{}", t.reason.clone().unwrap_or_else(|| format!("ExitCode:{}", t.exit_code)));
+            return format!(
+                "Init:{}",
+                t.reason
+                    .clone()
+                    .unwrap_or_else(|| format!("ExitCode:{}", t.exit_code))
+            );
         }
         if let Some(w) = &st.waiting
             && let Some(r) = &w.reason
@@ -168,7 +214,13 @@ pub fn display_status(p: &Pod) -> String {
         {
             return format!("Init:{r}");
         }
-        if st.running.is_some() && p.spec.as_ref().and_then(|s| s.init_containers.as_ref()).and_then(|v| v.get(i)).is_some_and(|c| c.restart_policy.as_deref() == Some("Always")) {
+        if st.running.is_some()
+            && p.spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .and_then(|v| v.get(i))
+                .is_some_and(|c| c.restart_policy.as_deref() == Some("Always"))
+        {
             continue;
         }
         return format!("Init:{i}/{init_total}");
@@ -200,7 +252,9 @@ pub fn display_status(p: &Pod) -> String {
 
 /// kubectl's short age format: 45s, 3m10s, 5h, 2d.
 pub fn age(t: Option<jiff::Timestamp>) -> String {
-    let Some(t) = t else { return "<unknown>".into() };
+    let Some(t) = t else {
+        return "<unknown>".into();
+    };
     let secs = (jiff::Timestamp::now().as_second() - t.as_second()).max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -224,7 +278,11 @@ fn events(store: &crate::store::Store, args: &GetArgs) -> anyhow::Result<()> {
                 e.reason.clone().unwrap_or_default(),
                 format!(
                     "{}/{}",
-                    e.involved_object.kind.clone().unwrap_or_default().to_lowercase(),
+                    e.involved_object
+                        .kind
+                        .clone()
+                        .unwrap_or_default()
+                        .to_lowercase(),
                     e.involved_object.name.clone().unwrap_or_default()
                 ),
                 e.message.clone().unwrap_or_default(),

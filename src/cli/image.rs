@@ -23,11 +23,14 @@ pub enum ImageCommand {
 
 pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
     let root = data_dir.join("images");
-    let images = ImageStore::open(&root).with_context(|| format!("opening the image store {}", root.display()))?;
+    let images = ImageStore::open(&root)
+        .with_context(|| format!("opening the image store {}", root.display()))?;
     match cmd {
         ImageCommand::Import { files } => {
             for f in files {
-                let records = images.import(&f).with_context(|| format!("importing {}", f.display()))?;
+                let records = images
+                    .import(&f)
+                    .with_context(|| format!("importing {}", f.display()))?;
                 for r in records {
                     println!("imported {} ({})", r.reference, r.digest.as_str());
                 }
@@ -78,5 +81,9 @@ fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u])
+    }
 }

@@ -1,7 +1,7 @@
 //! `edgepod logs POD [-c C] [-f] [--tail N] [--previous] [--timestamps]`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -39,7 +39,12 @@ pub fn run(data_dir: &Path, args: LogsArgs) -> anyhow::Result<()> {
         .containers
         .iter()
         .map(|c| c.name.clone())
-        .chain(spec.init_containers.iter().flatten().map(|c| c.name.clone()))
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.clone()),
+        )
         .collect();
     let container = match &args.container {
         Some(c) if names.contains(c) => c.clone(),
@@ -62,7 +67,10 @@ pub fn run(data_dir: &Path, args: LogsArgs) -> anyhow::Result<()> {
         .unwrap_or(0) as u32;
     let attempt = if args.previous {
         if restart_count == 0 {
-            bail!("previous terminated container \"{container}\" in pod \"{}\" not found", args.pod);
+            bail!(
+                "previous terminated container \"{container}\" in pod \"{}\" not found",
+                args.pod
+            );
         }
         restart_count - 1
     } else {
@@ -85,14 +93,22 @@ pub fn run(data_dir: &Path, args: LogsArgs) -> anyhow::Result<()> {
     out.write_all(logs::render(shown, args.timestamps).as_bytes())?;
     out.flush()?;
     if args.follow {
-        follow(&path, lines.len(), args.timestamps, &store, &args, &container, &uid)?;
+        follow(
+            &path,
+            lines.len(),
+            args.timestamps,
+            &store,
+            &args,
+            &container,
+            &uid,
+        )?;
     }
     Ok(())
 }
 
 /// Prints lines as they are appended, until the container terminates or the pod goes away.
 fn follow(
-    path: &PathBuf,
+    path: &Path,
     mut seen: usize,
     timestamps: bool,
     store: &crate::store::Store,
@@ -119,7 +135,11 @@ fn follow(
                     .into_iter()
                     .flatten()
                     .chain(s.init_container_statuses.into_iter().flatten())
-                    .any(|c| c.name == container && c.state.is_some_and(|st| st.running.is_some() || st.waiting.is_some()))
+                    .any(|c| {
+                        c.name == container
+                            && c.state
+                                .is_some_and(|st| st.running.is_some() || st.waiting.is_some())
+                    })
             })
             .unwrap_or(false);
         if !running {

@@ -15,10 +15,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "edgepod", version, about = "Kubernetes-style pods on small devices", propagate_version = true)]
+#[command(
+    name = "edgepod",
+    version,
+    about = "Kubernetes-style pods on small devices",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Where edgepod keeps its state (SQLite store, images, containers, logs).
-    #[arg(long, global = true, env = "EDGEPOD_DATA_DIR", default_value = "/var/lib/edgepod")]
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEPOD_DATA_DIR",
+        default_value = "/var/lib/edgepod"
+    )]
     pub data_dir: PathBuf,
 
     #[command(subcommand)]
@@ -83,11 +93,31 @@ fn init_tracing(command: &Command) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, filter::Targets};
     // libcontainer and libcgroups warn about every controller this kernel lacks, per container.
-    let deps = if level >= tracing::Level::DEBUG { level } else { tracing::Level::ERROR };
+    let deps = if level >= tracing::Level::DEBUG {
+        level
+    } else {
+        tracing::Level::ERROR
+    };
     let filter = Targets::new()
         .with_default(level)
         .with_target("libcgroups", deps)
         .with_target("libcontainer", deps);
+    if matches!(command, Command::Internal(_)) {
+        // The shim's fd 2 becomes the container's stderr inside libcontainer's init, which logs
+        // through tracing until it execs: write to a duplicate of the original stderr (the
+        // shim log) so those lines never land in the container's log.
+        use std::os::fd::AsFd;
+        let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+            return;
+        };
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(std::fs::File::from(fd)))
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(filter);
+        let _ = tracing_subscriber::registry().with(layer).try_init();
+        return;
+    }
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

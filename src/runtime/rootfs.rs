@@ -8,12 +8,15 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::RuntimeError;
 
+/// Fills a directory with a flattened image; an error is a message for the pod's status.
+pub type FillRootfs = Box<dyn FnOnce(&Path) -> Result<(), String> + Send>;
+
 /// How to fill a container's rootfs.
 pub enum RootfsSource {
     /// Image layer directories in overlay format, bottom first.
     Overlay(Vec<PathBuf>),
     /// Writes the flattened image into the given directory (the no-overlayfs fallback).
-    Copy(Box<dyn FnOnce(&Path) -> Result<(), String> + Send>),
+    Copy(FillRootfs),
 }
 
 pub fn overlay_supported() -> bool {

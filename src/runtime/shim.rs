@@ -80,8 +80,11 @@ pub fn run(args: &ShimArgs) -> i32 {
     }
     // No rlimits in the spec: containers inherit ours, raised to the hard limit. Asking for more
     // would need CAP_SYS_RESOURCE, which some hosts (this CI VM among them) do not grant.
-    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let mut out = std::io::stdout();
     match start(args) {

@@ -20,12 +20,19 @@ pub struct Node {
 impl Node {
     /// A data dir with the busybox image imported and an agent running on it.
     pub fn start() -> Node {
-        let dir = tempfile::Builder::new().prefix("edgepod-test").tempdir_in("/var/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("edgepod-test")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let node = Node { dir, agent: None };
         let (oci, _) = super::fixtures::busybox_archives();
         let out = node.edgepod(&["image", "import", oci.to_str().unwrap()]);
-        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut node = node;
         node.start_agent();
         node
@@ -48,7 +55,15 @@ impl Node {
         let child = Command::new(bin())
             .arg("--data-dir")
             .arg(self.data())
-            .args(["agent", "--node-name", NODE, "--restart-backoff-base", "1", "--restart-backoff-max", "4"])
+            .args([
+                "agent",
+                "--node-name",
+                NODE,
+                "--restart-backoff-base",
+                "1",
+                "--restart-backoff-max",
+                "4",
+            ])
             .arg("--sync-period")
             .arg("0.2")
             .arg("--manifests")
@@ -71,7 +86,12 @@ impl Node {
     }
 
     pub fn edgepod(&self, args: &[&str]) -> Output {
-        Command::new(bin()).arg("--data-dir").arg(self.data()).args(args).output().unwrap()
+        Command::new(bin())
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     pub fn put_manifest(&self, file: &str, yaml: &str) {
@@ -103,7 +123,11 @@ impl Node {
 
     pub fn describe(&self, pod: &str) -> String {
         let out = self.edgepod(&["describe", "pod", &format!("{pod}-{NODE}")]);
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     /// Waits until `f` holds, panicking with the agent's log tail after `secs`.
@@ -114,9 +138,13 @@ impl Node {
                 return v;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.data().join("agent.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.data().join("agent.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                panic!("timed out waiting for {what}; agent log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                panic!(
+                    "timed out waiting for {what}; agent log tail:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -132,16 +160,23 @@ impl Node {
     pub fn wait_running(&self, pod: &str) -> Value {
         self.wait_for(&format!("pod {pod} Running"), 60, || {
             let p = self.pod(pod)?;
-            let all_ready = p["status"]["containerStatuses"].as_array()?.iter().all(|s| s["ready"] == true);
+            let all_ready = p["status"]["containerStatuses"]
+                .as_array()?
+                .iter()
+                .all(|s| s["ready"] == true);
             (p["status"]["phase"] == "Running" && all_ready).then_some(p)
         })
     }
 
     pub fn wait_logs(&self, pod: &str, container: &str, needle: &str) -> String {
-        self.wait_for(&format!("{needle:?} in logs of {pod}/{container}"), 60, || {
-            let l = self.logs(pod, container, &[]);
-            l.contains(needle).then_some(l)
-        })
+        self.wait_for(
+            &format!("{needle:?} in logs of {pod}/{container}"),
+            60,
+            || {
+                let l = self.logs(pod, container, &[]);
+                l.contains(needle).then_some(l)
+            },
+        )
     }
 
     /// Paths under the data dir that are still mounted.
@@ -158,7 +193,11 @@ impl Node {
 
     pub fn entries(&self, sub: &str) -> Vec<String> {
         std::fs::read_dir(self.data().join(sub))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -175,7 +214,9 @@ impl Drop for Node {
             self.start_agent();
         }
         let deadline = Instant::now() + Duration::from_secs(40);
-        while Instant::now() < deadline && (!self.entries("containers").is_empty() || !self.entries("pods").is_empty()) {
+        while Instant::now() < deadline
+            && (!self.entries("containers").is_empty() || !self.entries("pods").is_empty())
+        {
             std::thread::sleep(Duration::from_millis(100));
         }
         if let Some(mut c) = self.agent.take() {
