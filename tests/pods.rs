@@ -290,3 +290,42 @@ fn malformed_manifests_are_reported_and_leave_running_pods_alone() {
     let still = node.wait_running("good");
     assert_eq!(still["metadata"]["uid"], before["metadata"]["uid"]);
 }
+
+#[test]
+fn pid_namespace_is_per_container_unless_the_pod_shares_it() {
+    let node = Node::start();
+    let pod = |name: &str, share: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  shareProcessNamespace: {share}
+  containers:
+  - name: sleeper
+    image: busybox
+    command: ["sleep", "4242"]
+  - name: looker
+    image: busybox
+    command: ["sh", "-c", "sleep 2; ps -o pid,args; echo listed; sleep 3600"]
+"#
+        )
+    };
+    node.put_manifest("shared.yaml", &pod("shared", true));
+    node.put_manifest("private.yaml", &pod("private", false));
+    let shared = node.wait_logs("shared", "looker", "listed");
+    assert!(
+        shared.contains("sleep 4242"),
+        "the other container's process is visible: {shared}"
+    );
+    let private = node.wait_logs("private", "looker", "listed");
+    assert!(!private.contains("sleep 4242"), "{private}");
+    assert!(
+        private
+            .lines()
+            .any(|l| l.trim_start().starts_with("1 sh -c")),
+        "own init is PID 1: {private}"
+    );
+}

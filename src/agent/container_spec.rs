@@ -125,6 +125,8 @@ pub fn build(
         },
         pid: if spec.host_pid.unwrap_or(false) {
             NsMode::Host
+        } else if spec.share_process_namespace.unwrap_or(false) {
+            NsMode::Join(ctx.sandbox.ns_path("pid"))
         } else {
             NsMode::New
         },

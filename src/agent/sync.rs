@@ -179,7 +179,8 @@ impl Kubelet {
         let mut waiting: BTreeMap<String, Waiting> = BTreeMap::new();
         let stored = self.ensure_stored(pod);
 
-        let sandbox = self.runtime.sandbox(&uid, host_network);
+        let share_pid = spec.share_process_namespace.unwrap_or(false);
+        let sandbox = self.runtime.sandbox(&uid, host_network, share_pid);
         let pod_dir = self.runtime.pod_dir(&uid);
         let mut ready = true;
         if !sandbox.exists() {
@@ -411,12 +412,11 @@ impl Kubelet {
             layers: layers.clone(),
         };
         let id = format!("{uid}-{}-{attempt}", c.name);
+        let spec = pod.spec.clone().unwrap_or_default();
         let sandbox = self.runtime.sandbox(
             &uid,
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false),
+            spec.host_network.unwrap_or(false),
+            spec.share_process_namespace.unwrap_or(false),
         );
         let ctx = PodContext {
             pod,
@@ -760,10 +760,9 @@ fn kill_pod(
     }
     // Sandbox, volumes and the pod's cgroup parent go once no container holds them.
     let pod_dir = runtime.pod_dir(uid);
-    for host_network in [false, true] {
-        if let Err(e) = runtime.sandbox(uid, host_network).remove() {
-            tracing::warn!(pod = uid, "sandbox: {e}");
-        }
+    // Removal releases every namespace file present, whatever the pod's spec was.
+    if let Err(e) = runtime.sandbox(uid, false, false).remove() {
+        tracing::warn!(pod = uid, "sandbox: {e}");
     }
     if let Err(e) = volumes::teardown(&pod_dir) {
         tracing::warn!(pod = uid, "volumes: {e}");

@@ -29,6 +29,11 @@ pub enum InternalCommand {
         #[arg(long, default_value = "")]
         cgroups_path: String,
     },
+    /// Hold a pod's shared PID namespace (shareProcessNamespace) as its init.
+    Pause {
+        #[arg(long)]
+        ns_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,6 +67,9 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
                 cgroups_path,
             };
             ExitCode::from(shim::run(&args) as u8)
+        }
+        InternalCommand::Pause { ns_file } => {
+            ExitCode::from(crate::runtime::sandbox::pause_main(&ns_file) as u8)
         }
     }
 }

@@ -147,8 +147,8 @@ impl Runtime {
         self.data_dir.join("pods").join(pod_uid)
     }
 
-    pub fn sandbox(&self, pod_uid: &str, host_network: bool) -> Sandbox {
-        Sandbox::new(self.pod_dir(pod_uid).join("ns"), host_network)
+    pub fn sandbox(&self, pod_uid: &str, host_network: bool, share_pid: bool) -> Sandbox {
+        Sandbox::new(self.pod_dir(pod_uid).join("ns"), host_network, share_pid)
     }
 
     pub fn log_path(

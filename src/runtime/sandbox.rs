@@ -1,8 +1,11 @@
-//! The pod sandbox: network, IPC and UTS namespaces shared by every container of a pod.
+//! The pod sandbox: network, IPC and UTS namespaces shared by every container of a pod, and a
+//! PID namespace too when the pod sets `shareProcessNamespace`.
 //!
 //! Kubernetes keeps them alive with a pause container; edgepod bind-mounts the namespace files
 //! instead, which costs no process. The namespaces are made on a short-lived thread, because
-//! `unshare` of these three namespaces affects only the calling thread, never the agent.
+//! `unshare` of these three namespaces affects only the calling thread, never the agent. A PID
+//! namespace is the exception: it needs a process to be its init, so a shared one gets a tiny
+//! pause process (`edgepod internal pause`), as in Kubernetes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,11 +20,16 @@ use super::RuntimeError;
 pub struct Sandbox {
     pub dir: PathBuf,
     pub host_network: bool,
+    pub share_pid: bool,
 }
 
 impl Sandbox {
-    pub fn new(dir: PathBuf, host_network: bool) -> Self {
-        Sandbox { dir, host_network }
+    pub fn new(dir: PathBuf, host_network: bool, share_pid: bool) -> Self {
+        Sandbox {
+            dir,
+            host_network,
+            share_pid,
+        }
     }
 
     pub fn ns_path(&self, kind: &str) -> PathBuf {
@@ -30,14 +38,14 @@ impl Sandbox {
 
     /// True when the namespace files are in place (bind-mounted), e.g. after an agent restart.
     pub fn exists(&self) -> bool {
-        ["ipc", "uts"]
-            .iter()
-            .chain(if self.host_network {
-                None
-            } else {
-                Some(&"net")
-            })
-            .all(|k| is_nsfs(&self.ns_path(k)))
+        let mut kinds = vec!["ipc", "uts"];
+        if !self.host_network {
+            kinds.push("net");
+        }
+        if self.share_pid {
+            kinds.push("pid");
+        }
+        kinds.iter().all(|k| is_nsfs(&self.ns_path(k)))
     }
 
     /// Creates the namespaces: hostname set to `hostname`, loopback up.
@@ -49,12 +57,46 @@ impl Sandbox {
         let worker = std::thread::spawn(move || make_namespaces(&dir, host_network, &hostname));
         worker
             .join()
-            .map_err(|_| RuntimeError::Sandbox("namespace thread panicked".into()))?
+            .map_err(|_| RuntimeError::Sandbox("namespace thread panicked".into()))??;
+        if self.share_pid && !is_nsfs(&self.ns_path("pid")) {
+            self.start_pause()?;
+        }
+        Ok(())
+    }
+
+    fn start_pause(&self) -> Result<(), RuntimeError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| RuntimeError::Sandbox(format!("own executable: {e}")))?;
+        let out = std::process::Command::new(exe)
+            .args(["internal", "pause", "--ns-file"])
+            .arg(self.ns_path("pid"))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| RuntimeError::Sandbox(format!("start pause process: {e}")))?;
+        let reply = String::from_utf8_lossy(&out.stdout);
+        let pid: i32 = reply
+            .trim()
+            .parse()
+            .map_err(|_| RuntimeError::Sandbox(format!("pause process: {}", reply.trim())))?;
+        fs::write(self.dir.join("pause.pid"), pid.to_string())
+            .map_err(|e| RuntimeError::io(&self.dir, e))
     }
 
     /// Releases the namespaces; containers that still hold them keep them alive until they exit.
     pub fn remove(&self) -> Result<(), RuntimeError> {
-        for kind in ["net", "ipc", "uts"] {
+        if let Some(pid) = fs::read_to_string(self.dir.join("pause.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // Killing a PID namespace's init kills everything left in it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = fs::remove_file(self.dir.join("pause.pid"));
+        }
+        for kind in ["net", "ipc", "uts", "pid"] {
             let path = self.ns_path(kind);
             if is_nsfs(&path) {
                 umount2(&path, MntFlags::MNT_DETACH).map_err(|e| {
@@ -138,5 +180,70 @@ fn is_nsfs(path: &Path) -> bool {
         #[allow(clippy::unnecessary_cast)]
         Ok(s) => s.filesystem_type().0 as i64 == NSFS_MAGIC,
         Err(_) => false,
+    }
+}
+
+/// `edgepod internal pause`: makes a PID namespace whose init is a process that only reaps,
+/// bind-mounts it at `ns_file` and prints the init's host PID.
+pub fn pause_main(ns_file: &Path) -> i32 {
+    use nix::unistd::{ForkResult, fork};
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        println!("unshare pid namespace: {e}");
+        return 1;
+    }
+    // SAFETY: this process is single-threaded here (a fresh exec of the CLI).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // Let go of the pipe the agent reads our PID from, or it would wait for us forever.
+            if let Ok(null) = fs::File::options().read(true).write(true).open("/dev/null") {
+                use std::os::fd::AsRawFd;
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto this process's own standard descriptors.
+                    unsafe {
+                        libc::dup2(null.as_raw_fd(), fd);
+                    }
+                }
+            }
+            let _ = nix::unistd::setsid();
+            loop {
+                // PID 1 of the namespace: reap whatever the pod's processes orphan.
+                match nix::sys::wait::wait() {
+                    Ok(_) => {}
+                    Err(_) => {
+                        let _ = nix::unistd::pause();
+                    }
+                }
+            }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let source = format!("/proc/{child}/ns/pid");
+            let result = fs::write(ns_file, b"")
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    mount(
+                        Some(source.as_str()),
+                        ns_file,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(()) => {
+                    println!("{child}");
+                    0
+                }
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    println!("bind {source} to {}: {e}", ns_file.display());
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            println!("fork: {e}");
+            1
+        }
     }
 }
