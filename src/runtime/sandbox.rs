@@ -210,7 +210,7 @@ pub fn pause_main(ns_file: &Path) -> i32 {
                 match nix::sys::wait::wait() {
                     Ok(_) => {}
                     Err(_) => {
-                        let _ = nix::unistd::pause();
+                        nix::unistd::pause();
                     }
                 }
             }
