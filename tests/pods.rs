@@ -279,6 +279,23 @@ fn malformed_manifests_are_reported_and_leave_running_pods_alone() {
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
     assert!(node.pod("unknown").is_none() && node.pod("dup").is_none());
 
+    // A missing image leaves the container Waiting with a reason, and the agent carries on.
+    node.put_manifest(
+        "noimage.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: c\n    image: registry.example/nothing:1.0\n",
+    );
+    let waiting = node.wait_for("ErrImagePull", 30, || {
+        let s = node.container_state("noimage", "c")?;
+        (s["state"]["waiting"]["reason"] == "ErrImagePull").then_some(s)
+    });
+    assert!(
+        waiting["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry.example/nothing:1.0")
+    );
+    assert_eq!(node.pod("noimage").unwrap()["status"]["phase"], "Pending");
+
     // A valid file broken later keeps its pod running.
     node.put_manifest(
         "good.yaml",
