@@ -94,15 +94,18 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         data_dir = %cfg.data_dir.display(),
         "agent started"
     );
+    let watch = ManifestWatch::new(&cfg.manifests_dir);
     while !STOP.load(Ordering::SeqCst) {
         reaper::reap_all();
         kubelet.sync_once();
-        let mut slept = Duration::ZERO;
-        let step = Duration::from_millis(50);
-        while slept < cfg.sync_period && !STOP.load(Ordering::SeqCst) {
-            std::thread::sleep(step);
-            slept += step;
-            if kubelet.wants_sync() {
+        let deadline = std::time::Instant::now() + cfg.sync_period;
+        while !STOP.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // Wake at once for a manifest change; otherwise re-check every 50 ms at most.
+            if watch.wait(left.min(Duration::from_millis(50))) && kubelet.wants_sync() {
                 break;
             }
         }
@@ -128,4 +131,53 @@ pub fn host_ip() -> String {
         }
     }
     "127.0.0.1".to_string()
+}
+
+/// Wakes the agent as soon as the manifest directory changes (inotify), so a new manifest takes
+/// effect in milliseconds while an idle agent sleeps instead of polling.
+struct ManifestWatch {
+    inotify: Option<nix::sys::inotify::Inotify>,
+}
+
+impl ManifestWatch {
+    fn new(dir: &std::path::Path) -> Self {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .ok()
+            .filter(|i| {
+                let mask = AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_DELETE
+                    | AddWatchFlags::IN_MODIFY
+                    | AddWatchFlags::IN_MOVED_FROM
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_ATTRIB;
+                i.add_watch(dir, mask).is_ok()
+            });
+        if inotify.is_none() {
+            tracing::warn!(dir = %dir.display(), "no inotify; polling the manifest directory");
+        }
+        ManifestWatch { inotify }
+    }
+
+    /// Waits up to `timeout`; true if something may have changed (always, without inotify).
+    fn wait(&self, timeout: Duration) -> bool {
+        use std::os::fd::AsFd;
+        let Some(inotify) = &self.inotify else {
+            std::thread::sleep(timeout);
+            return true;
+        };
+        let mut fds = [nix::poll::PollFd::new(
+            inotify.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => {
+                while matches!(inotify.read_events(), Ok(ev) if !ev.is_empty()) {}
+                true
+            }
+            _ => false,
+        }
+    }
 }

@@ -153,6 +153,7 @@ fn pod_start(archive: &Path, runs: usize) -> anyhow::Result<()> {
     let image = images.get("busybox")?.context("busybox not imported")?;
     let layers = images.layer_dirs(&image)?;
     let mut ours = Vec::new();
+    let (mut to_started, mut to_exited, mut cleanup) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let id = format!("bench-true-{i}");
         let t0 = Instant::now();
@@ -162,12 +163,16 @@ fn pod_start(archive: &Path, runs: usize) -> anyhow::Result<()> {
             rootfs: RootfsSource::Overlay(layers.clone()),
             meta: bench_meta(&scratch.dir, &id),
         })?;
+        to_started.push(t0.elapsed());
         if !wait_until(Duration::from_secs(10), || {
             matches!(runtime.state(&id), ContainerState::Exited(..))
         }) {
             bail!("container {id} did not exit");
         }
+        to_exited.push(t0.elapsed());
+        let t1 = Instant::now();
         runtime.remove(&id)?;
+        cleanup.push(t1.elapsed());
         ours.push(t0.elapsed());
         crate::runtime::reaper::reap_all();
     }
@@ -192,6 +197,9 @@ fn pod_start(archive: &Path, runs: usize) -> anyhow::Result<()> {
         &manifest_to_running,
     );
     report("edgepod: true container create..cleanup", &ours);
+    report("  of which: start reply from the shim", &to_started);
+    report("  of which: exit recorded (from t0)", &to_exited);
+    report("  of which: cleanup", &cleanup);
     for (tool, times) in &peers {
         match times {
             Some(t) => report(&format!("{tool} run: true container"), t),

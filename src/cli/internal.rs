@@ -29,6 +29,17 @@ pub enum InternalCommand {
         #[arg(long, default_value = "")]
         cgroups_path: String,
     },
+    /// Run a command inside a running container and print the result as JSON.
+    Exec {
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Hold a pod's shared PID namespace (shareProcessNamespace) as its init.
     Pause {
         #[arg(long)]
@@ -68,6 +79,17 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
             };
             ExitCode::from(shim::run(&args) as u8)
         }
+        InternalCommand::Exec {
+            state_root,
+            id,
+            timeout_ms,
+            command,
+        } => ExitCode::from(crate::runtime::exec::run(
+            &state_root,
+            &id,
+            command,
+            std::time::Duration::from_millis(timeout_ms),
+        ) as u8),
         InternalCommand::Pause { ns_file } => {
             ExitCode::from(crate::runtime::sandbox::pause_main(&ns_file) as u8)
         }

@@ -12,6 +12,7 @@
 //! `pods/UID/ns/` (sandbox namespaces) and `logs/NS_POD_UID/CONTAINER/N.log`.
 
 pub mod cgroups;
+pub mod exec;
 pub mod logs;
 pub mod reaper;
 pub mod rootfs;
@@ -135,6 +136,11 @@ impl Runtime {
         self.data_dir.join("containers")
     }
 
+    /// The command that runs `args` inside container `id` (see [`exec`]).
+    pub fn exec_command(&self, id: &str, args: &[String], timeout: std::time::Duration) -> Command {
+        exec::command(&self.shim_exe, &self.state_root(), id, args, timeout)
+    }
+
     fn state_root(&self) -> PathBuf {
         self.data_dir.join("run").join("libcontainer")
     }
@@ -196,7 +202,9 @@ impl Runtime {
     ) -> Result<StartRecord, RuntimeError> {
         shim::write_json_atomic(&bundle.join("meta.json"), meta)
             .map_err(|e| RuntimeError::io(bundle, e))?;
+        let t0 = std::time::Instant::now();
         let rootfs = rootfs::prepare(bundle, source)?;
+        let t_rootfs = t0.elapsed();
         let config = spec::oci_config(&spec, &rootfs.to_string_lossy());
         let config_path = bundle.join("config.json");
         fs::write(&config_path, config.to_string())
@@ -236,7 +244,15 @@ impl Runtime {
             .take()
             .ok_or_else(|| RuntimeError::container(id, "shim has no stdout"))?;
         let mut line = String::new();
+        let t_spawned = t0.elapsed();
         let _ = BufReader::new(stdout).read_line(&mut line);
+        tracing::debug!(
+            container = id,
+            rootfs_us = t_rootfs.as_micros() as u64,
+            spawned_us = t_spawned.as_micros() as u64,
+            started_us = t0.elapsed().as_micros() as u64,
+            "container start timings"
+        );
         // The shim is reaped by the agent's reaper, never waited for here: it outlives starting.
         drop(child);
         match serde_json::from_str::<shim::StartReply>(line.trim()) {

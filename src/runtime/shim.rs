@@ -167,7 +167,8 @@ fn monitor(args: &ShimArgs, pid: Pid, stdout_r: OwnedFd, stderr_r: OwnedFd) -> E
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         if exit.is_none() {
-            exit = reap(pid, &args.cgroups_path);
+            // With no stream left to copy there is nothing to do but wait for init: block.
+            exit = reap(pid, &args.cgroups_path, streams.is_empty());
             if exit.is_some() {
                 // Processes that inherited the pipes may outlive init briefly (e.g. in a shared
                 // PID namespace); do not wait for them forever.
@@ -183,7 +184,6 @@ fn monitor(args: &ShimArgs, pid: Pid, stdout_r: OwnedFd, stderr_r: OwnedFd) -> E
                 }
                 return exit;
             }
-            std::thread::sleep(Duration::from_millis(50));
             continue;
         }
         let ready: Vec<bool> = {
@@ -221,11 +221,16 @@ fn monitor(args: &ShimArgs, pid: Pid, stdout_r: OwnedFd, stderr_r: OwnedFd) -> E
     }
 }
 
-fn reap(pid: Pid, cgroups_path: &str) -> Option<ExitRecord> {
-    let (exit_code, signal) = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+fn reap(pid: Pid, cgroups_path: &str, block: bool) -> Option<ExitRecord> {
+    let flags = if block {
+        None
+    } else {
+        Some(WaitPidFlag::WNOHANG)
+    };
+    let (exit_code, signal) = match waitpid(pid, flags) {
         Ok(WaitStatus::Exited(_, code)) => (code, None),
         Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
-        Ok(_) => return None,
+        Ok(_) | Err(nix::errno::Errno::EINTR) => return None,
         // ECHILD: not ours any more (cannot happen while we are its parent); report unknown.
         Err(_) => (255, None),
     };
@@ -245,14 +250,13 @@ fn reap_others() {
     }
 }
 
+/// Replaces `path` atomically. No fsync: these records matter across agent restarts, which keep
+/// the page cache; a power cut ends the containers they describe anyway, and an fsync per
+/// container start and exit would cost SD-card wear and milliseconds.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-    }
+    File::create(&tmp)?.write_all(&data)?;
     fs::rename(&tmp, path)
 }
 
