@@ -35,20 +35,20 @@ fn terminated(
     exit: &ExitRecord,
     id: &str,
 ) -> ContainerStateTerminated {
+    let reason = if exit.message.is_some() {
+        "StartError"
+    } else if exit.oom_killed {
+        "OOMKilled"
+    } else if exit.exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
     ContainerStateTerminated {
         exit_code: exit.exit_code,
         signal: exit.signal,
-        reason: Some(
-            if exit.oom_killed {
-                "OOMKilled"
-            } else if exit.exit_code == 0 {
-                "Completed"
-            } else {
-                "Error"
-            }
-            .to_string(),
-        ),
-        message: None,
+        reason: Some(reason.to_string()),
+        message: exit.message.clone(),
         started_at: start.and_then(|s| time(&s.started_at)),
         finished_at: time(&exit.finished_at),
         container_id: Some(format!("edgepod://{id}")),
@@ -65,7 +65,7 @@ fn rt_state(info: &ContainerInfo) -> ContainerState {
             ..Default::default()
         },
         RtState::Exited(s, e) => ContainerState {
-            terminated: Some(terminated(Some(s), e, &info.id)),
+            terminated: Some(terminated(s.as_ref(), e, &info.id)),
             ..Default::default()
         },
         RtState::Lost(s) => ContainerState {
@@ -75,13 +75,13 @@ fn rt_state(info: &ContainerInfo) -> ContainerState {
                 message: Some(
                     "The container could not be located when the pod was terminated".into(),
                 ),
-                started_at: s.as_ref().and_then(|s| time(&s.started_at)),
+                started_at: time(&s.started_at),
                 container_id: Some(format!("edgepod://{}", info.id)),
                 ..Default::default()
             }),
             ..Default::default()
         },
-        RtState::Created => ContainerState {
+        RtState::Creating | RtState::Stale => ContainerState {
             waiting: Some(ContainerStateWaiting {
                 reason: Some("ContainerCreating".into()),
                 message: None,

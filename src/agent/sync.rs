@@ -16,11 +16,10 @@ use nix::sys::signal::Signal;
 use crate::image::ImageStore;
 use crate::runtime::{
     ContainerInfo, ContainerMeta, ContainerState as RtState, CreateRequest, RootfsSource, Runtime,
-    cgroups, rootfs,
+    cgroups, rootfs, shim,
 };
 use crate::store::Store;
 
-use super::backoff::Backoff;
 use super::container_spec::{self, ImageProcess, PodContext};
 use super::static_pods::StaticPodSource;
 use super::status::{self, Attempts, Waiting};
@@ -35,7 +34,6 @@ pub struct Kubelet {
     runtime: Runtime,
     images: Arc<ImageStore>,
     source: StaticPodSource,
-    backoff: Backoff,
     host_ip: String,
     /// Pod UIDs being stopped on their own threads.
     terminating: Arc<Mutex<HashSet<String>>>,
@@ -55,7 +53,6 @@ impl Kubelet {
     ) -> Self {
         let source = StaticPodSource::new(&cfg.manifests_dir, &cfg.node_name);
         Kubelet {
-            backoff: Backoff::new(cfg.backoff),
             cfg,
             store,
             runtime,
@@ -179,11 +176,29 @@ impl Kubelet {
         let mut waiting: BTreeMap<String, Waiting> = BTreeMap::new();
         let stored = self.ensure_stored(pod);
 
+        // What an agent killed mid-creation left behind is removed, then made anew.
+        infos.retain(|i| {
+            if i.state != RtState::Stale {
+                return true;
+            }
+            tracing::info!(container = %i.id, "removing a half-created container");
+            let _ = self.runtime.remove(&i.id);
+            false
+        });
+
         let share_pid = spec.share_process_namespace.unwrap_or(false);
         let sandbox = self.runtime.sandbox(&uid, host_network, share_pid);
         let pod_dir = self.runtime.pod_dir(&uid);
         let mut ready = true;
         if !sandbox.exists() {
+            // A new sandbox (first start, or the old one was lost with a reboot): whatever still
+            // runs from an old one goes, and init containers run again, as in Kubernetes.
+            for i in infos
+                .iter()
+                .filter(|i| matches!(i.state, RtState::Running(_)))
+            {
+                let _ = self.runtime.signal(&i.id, Signal::SIGKILL, true);
+            }
             if let Err(e) = sandbox.create(&container_spec::pod_hostname(pod)) {
                 self.event(
                     pod,
@@ -267,17 +282,31 @@ impl Kubelet {
         started: &mut bool,
     ) -> bool {
         let spec = pod.spec.clone().unwrap_or_default();
+        let sandbox_id = self
+            .runtime
+            .sandbox(
+                pod.metadata.uid.as_deref().unwrap_or(""),
+                spec.host_network.unwrap_or(false),
+                spec.share_process_namespace.unwrap_or(false),
+            )
+            .id();
         for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+            // Only runs in the current sandbox count: a recreated sandbox runs init again.
             let attempts: Vec<&ContainerInfo> = infos
                 .iter()
                 .filter(|x| x.meta.container_name == c.name && x.meta.init)
                 .collect();
+            let done_here = |a: &&ContainerInfo| a.meta.sandbox_id == sandbox_id;
             let sidecar = c.restart_policy.as_deref() == Some("Always");
             let path = format!("spec.initContainers[{i}]");
             match attempts.last().map(|a| &a.state) {
                 Some(RtState::Running(_)) if sidecar => continue,
-                Some(RtState::Exited(_, e)) if e.exit_code == 0 && !sidecar => continue,
-                Some(RtState::Running(_)) | Some(RtState::Created) => return false,
+                Some(RtState::Exited(Some(_), e))
+                    if e.exit_code == 0 && !sidecar && attempts.last().is_some_and(done_here) =>
+                {
+                    continue;
+                }
+                Some(RtState::Running(_)) | Some(RtState::Creating) => return false,
                 _ => {
                     if let Some(w) =
                         self.sync_container(pod, &path, c, true, &attempts, volumes, started)
@@ -310,11 +339,12 @@ impl Kubelet {
             .and_then(|s| s.restart_policy.clone())
             .unwrap_or_else(|| "Always".into());
         let sidecar = init && c.restart_policy.as_deref() == Some("Always");
-        let next_attempt = match attempts.last() {
-            None => 0,
+        let backoff = self.cfg.backoff;
+        let (next_attempt, exponent) = match attempts.last() {
+            None => (0, 0),
             Some(last) => {
                 let code = match &last.state {
-                    RtState::Running(_) | RtState::Created => return None,
+                    RtState::Running(_) | RtState::Creating | RtState::Stale => return None,
                     RtState::Exited(_, e) => e.exit_code,
                     RtState::Lost(_) => 137,
                 };
@@ -327,9 +357,8 @@ impl Kubelet {
                 if !restart {
                     return None;
                 }
-                if let Some(left) = self.backoff.remaining(&uid, &c.name) {
-                    let delay = self.backoff.current_delay(&uid, &c.name);
-                    let _ = left;
+                if backoff.remaining(last, shim::boot_ms()).is_some() {
+                    let delay = backoff.delay(last.meta.backoff_exponent);
                     return Some(wait(
                         "CrashLoopBackOff",
                         &format!(
@@ -341,7 +370,7 @@ impl Kubelet {
                         ),
                     ));
                 }
-                last.meta.attempt + 1
+                (last.meta.attempt + 1, backoff.next_exponent(last))
             }
         };
         // Keep only the latest finished attempt (for lastState and `logs --previous`).
@@ -352,10 +381,9 @@ impl Kubelet {
             let _ = self.runtime.remove(&old.id);
             let _ = std::fs::remove_file(&old.meta.log_path);
         }
-        match self.start_container(pod, path, c, init, next_attempt, volumes) {
+        match self.start_container(pod, path, c, init, (next_attempt, exponent), volumes) {
             Ok(()) => {
                 *started = true;
-                self.backoff.started(&uid, &c.name);
                 None
             }
             Err(w) => Some(w),
@@ -368,7 +396,7 @@ impl Kubelet {
         path: &str,
         c: &Container,
         init: bool,
-        attempt: u32,
+        (attempt, backoff_exponent): (u32, u32),
         volumes: &PodVolumes,
     ) -> Result<(), Waiting> {
         let (ns, name) = ns_name(pod);
@@ -447,6 +475,8 @@ impl Kubelet {
             cgroups_path: spec.cgroups_path.clone(),
             image: record.reference.clone(),
             image_id: record.digest.as_str().to_string(),
+            backoff_exponent,
+            sandbox_id: sandbox.id(),
         };
         if attempt == 0 {
             self.event_for(
@@ -501,7 +531,6 @@ impl Kubelet {
                 return;
             }
         }
-        self.backoff.forget_pod(uid);
         self.waiting.retain(|(u, _), _| u != uid);
         let grace_secs = self.grace.remove(uid).unwrap_or(30).max(0);
         let grace = Duration::from_secs(grace_secs as u64);

@@ -316,6 +316,8 @@ fn bench_meta(dir: &Path, id: &str) -> ContainerMeta {
         cgroups_path: format!("/edgepod-bench/{id}"),
         image: "busybox".into(),
         image_id: String::new(),
+        backoff_exponent: 0,
+        sandbox_id: String::new(),
     }
 }
 

@@ -79,17 +79,26 @@ pub struct ContainerMeta {
     pub cgroups_path: String,
     pub image: String,
     pub image_id: String,
+    /// Crash-loop back-off exponent this attempt started with (see the agent's back-off).
+    #[serde(default)]
+    pub backoff_exponent: u32,
+    /// The pod sandbox this container was started in; a recreated sandbox starts over.
+    #[serde(default)]
+    pub sandbox_id: String,
 }
 
 /// Where a container is in its life, as read from the shim's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerState {
-    /// Bundle made, shim not (yet) reported.
-    Created,
+    /// A live shim is creating it.
+    Creating,
+    /// Half made by an agent that died before its shim ran: to be removed.
+    Stale,
     Running(StartRecord),
-    Exited(StartRecord, ExitRecord),
+    /// Ended; without a start record it never ran (creating or starting it failed).
+    Exited(Option<StartRecord>, ExitRecord),
     /// The shim died without recording an exit (killed with the node, or SIGKILLed).
-    Lost(Option<StartRecord>),
+    Lost(StartRecord),
 }
 
 #[derive(Debug, Clone)]
@@ -274,7 +283,7 @@ impl Runtime {
         let start: Option<StartRecord> = shim::read_json(&bundle.join(shim::START_FILE));
         let exit: Option<ExitRecord> = shim::read_json(&bundle.join(shim::EXIT_FILE));
         match (start, exit) {
-            (Some(s), Some(e)) => ContainerState::Exited(s, e),
+            (s, Some(e)) => ContainerState::Exited(s, e),
             (Some(s), None) => {
                 if process_alive(s.shim_pid) && process_alive(s.pid) {
                     ContainerState::Running(s)
@@ -282,14 +291,16 @@ impl Runtime {
                     // Init gone, shim about to write exit.json.
                     ContainerState::Running(s)
                 } else {
-                    ContainerState::Lost(Some(s))
+                    ContainerState::Lost(s)
                 }
             }
-            (None, _) => {
-                if bundle.join("config.json").exists() && !bundle.join("shim.log").exists() {
-                    ContainerState::Created
-                } else {
-                    ContainerState::Lost(None)
+            (None, None) => {
+                let shim_pid = fs::read_to_string(bundle.join(shim::PID_FILE))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok());
+                match shim_pid {
+                    Some(pid) if process_alive(pid) => ContainerState::Creating,
+                    _ => ContainerState::Stale,
                 }
             }
         }

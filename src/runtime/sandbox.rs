@@ -32,6 +32,14 @@ impl Sandbox {
         }
     }
 
+    /// Identifies this incarnation of the sandbox; containers record it.
+    pub fn id(&self) -> String {
+        fs::read_to_string(self.dir.join("id"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
     pub fn ns_path(&self, kind: &str) -> PathBuf {
         self.dir.join(kind)
     }
@@ -61,7 +69,8 @@ impl Sandbox {
         if self.share_pid && !is_nsfs(&self.ns_path("pid")) {
             self.start_pause()?;
         }
-        Ok(())
+        let id = format!("{}-{}", super::shim::boot_ms(), std::process::id());
+        fs::write(self.dir.join("id"), id).map_err(|e| RuntimeError::io(&self.dir, e))
     }
 
     fn start_pause(&self) -> Result<(), RuntimeError> {
@@ -88,6 +97,15 @@ impl Sandbox {
         if let Some(pid) = fs::read_to_string(self.dir.join("pause.pid"))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
+            // After a reboot the number may belong to another process: check it is our pause.
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c)
+                            .contains(&*self.ns_path("pid").to_string_lossy())
+                    })
+                    .unwrap_or(false)
+            })
         {
             // Killing a PID namespace's init kills everything left in it.
             let _ = nix::sys::signal::kill(
@@ -96,6 +114,7 @@ impl Sandbox {
             );
             let _ = fs::remove_file(self.dir.join("pause.pid"));
         }
+        let _ = fs::remove_file(self.dir.join("id"));
         for kind in ["net", "ipc", "uts", "pid"] {
             let path = self.ns_path(kind);
             if is_nsfs(&path) {

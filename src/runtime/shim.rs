@@ -52,6 +52,9 @@ pub struct StartRecord {
     pub pid: i32,
     pub shim_pid: i32,
     pub started_at: String,
+    /// CLOCK_BOOTTIME in milliseconds: immune to wall-clock jumps, valid until reboot.
+    #[serde(default)]
+    pub started_boot_ms: u64,
 }
 
 /// How the container's init ended, written once to `exit.json` in the bundle.
@@ -63,9 +66,20 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     pub oom_killed: bool,
     pub finished_at: String,
+    #[serde(default)]
+    pub finished_boot_ms: u64,
+    /// Why the container never ran, when creating or starting it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
+/// The exit code runtimes report for a process that could not be started (containerd's).
+pub const START_FAILED_EXIT_CODE: i32 = 128;
+
 pub const START_FILE: &str = "start.json";
+/// Written by the shim before anything else, so an agent can tell a container being created
+/// by a live shim from one a dead agent left half made.
+pub const PID_FILE: &str = "shim.pid";
 pub const EXIT_FILE: &str = "exit.json";
 
 /// Runs the shim; returns the process exit code.
@@ -86,6 +100,7 @@ pub fn run(args: &ShimArgs) -> i32 {
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
+    let _ = fs::write(args.bundle.join(PID_FILE), std::process::id().to_string());
     let mut out = std::io::stdout();
     match start(args) {
         Ok((record, stdout_r, stderr_r)) => {
@@ -102,6 +117,15 @@ pub fn run(args: &ShimArgs) -> i32 {
             0
         }
         Err(message) => {
+            let failed = ExitRecord {
+                exit_code: START_FAILED_EXIT_CODE,
+                signal: None,
+                oom_killed: false,
+                finished_at: now_rfc3339_nanos(),
+                finished_boot_ms: boot_ms(),
+                message: Some(message.clone()),
+            };
+            let _ = write_json_atomic(&args.bundle.join(EXIT_FILE), &failed);
             let reply = StartReply::Failed { message };
             let _ = writeln!(out, "{}", serde_json::to_string(&reply).unwrap_or_default());
             1
@@ -153,6 +177,7 @@ fn start(args: &ShimArgs) -> Result<Started, String> {
         pid: pid.as_raw(),
         shim_pid: std::process::id() as i32,
         started_at: now_rfc3339_nanos(),
+        started_boot_ms: boot_ms(),
     };
     Ok((record, stdout_r, stderr_r))
 }
@@ -239,6 +264,8 @@ fn reap(pid: Pid, cgroups_path: &str, block: bool) -> Option<ExitRecord> {
         signal,
         oom_killed: cgroups::oom_killed(cgroups_path),
         finished_at: now_rfc3339_nanos(),
+        finished_boot_ms: boot_ms(),
+        message: None,
     })
 }
 
@@ -263,4 +290,11 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Resul
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     let data = fs::read(path).ok()?;
     serde_json::from_slice(&data).ok()
+}
+
+/// Milliseconds of CLOCK_BOOTTIME: monotonic across processes, counting suspend, never set.
+pub fn boot_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
 }
