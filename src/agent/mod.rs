@@ -12,8 +12,10 @@
 pub mod backoff;
 pub mod container_spec;
 pub mod env;
+pub mod probe;
 pub mod static_pods;
 pub mod status;
+pub mod stop;
 pub mod sync;
 pub mod volumes;
 
@@ -87,14 +89,20 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         ImageStore::open(&cfg.data_dir.join("images"))
             .map_err(|e| AgentError::Image(e.to_string()))?,
     );
-    let mut kubelet = sync::Kubelet::new(cfg.clone(), store, runtime, images);
+    // The prober writes a byte here when a result flips, waking the loop below at once.
+    let (wake_r, wake_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| AgentError::Other(format!("pipe: {e}")))?;
+    let prober = probe::Prober::start(Arc::clone(&store), wake_w)
+        .map_err(|e| AgentError::Other(format!("prober: {e}")))?;
+    let mut kubelet = sync::Kubelet::new(cfg.clone(), store, runtime, images, prober);
     tracing::info!(
         node = %cfg.node_name,
         manifests = %cfg.manifests_dir.display(),
         data_dir = %cfg.data_dir.display(),
         "agent started"
     );
-    let watch = ManifestWatch::new(&cfg.manifests_dir);
+    let watch = ManifestWatch::new(&cfg.manifests_dir, wake_r);
     while !STOP.load(Ordering::SeqCst) {
         reaper::reap_all();
         kubelet.sync_once();
@@ -105,8 +113,10 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 break;
             }
             // Wake at once for a manifest change; otherwise re-check every 50 ms at most.
-            if watch.wait(left.min(Duration::from_millis(50))) && kubelet.wants_sync() {
-                break;
+            match watch.wait(left.min(Duration::from_millis(50))) {
+                Wake::Prober => break,
+                Wake::Manifests if kubelet.wants_sync() => break,
+                _ => {}
             }
         }
     }
@@ -133,14 +143,23 @@ pub fn host_ip() -> String {
     "127.0.0.1".to_string()
 }
 
-/// Wakes the agent as soon as the manifest directory changes (inotify), so a new manifest takes
-/// effect in milliseconds while an idle agent sleeps instead of polling.
+/// Why the loop woke up.
+enum Wake {
+    Timeout,
+    Manifests,
+    Prober,
+}
+
+/// Wakes the agent as soon as the manifest directory changes (inotify) or a probe result
+/// flips, so a new manifest takes effect in milliseconds while an idle agent sleeps instead of
+/// polling.
 struct ManifestWatch {
     inotify: Option<nix::sys::inotify::Inotify>,
+    prober: std::os::fd::OwnedFd,
 }
 
 impl ManifestWatch {
-    fn new(dir: &std::path::Path) -> Self {
+    fn new(dir: &std::path::Path, prober: std::os::fd::OwnedFd) -> Self {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .ok()
@@ -157,27 +176,39 @@ impl ManifestWatch {
         if inotify.is_none() {
             tracing::warn!(dir = %dir.display(), "no inotify; polling the manifest directory");
         }
-        ManifestWatch { inotify }
+        ManifestWatch { inotify, prober }
     }
 
-    /// Waits up to `timeout`; true if something may have changed (always, without inotify).
-    fn wait(&self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for a manifest change or a prober wake-up. Without inotify a
+    /// timeout counts as a possible manifest change.
+    fn wait(&self, timeout: Duration) -> Wake {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
-        let Some(inotify) = &self.inotify else {
-            std::thread::sleep(timeout);
-            return true;
-        };
-        let mut fds = [nix::poll::PollFd::new(
-            inotify.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
-            Ok(n) if n > 0 => {
-                while matches!(inotify.read_events(), Ok(ev) if !ev.is_empty()) {}
-                true
+        let mut fds = vec![PollFd::new(self.prober.as_fd(), PollFlags::POLLIN)];
+        if let Some(i) = &self.inotify {
+            fds.push(PollFd::new(i.as_fd(), PollFlags::POLLIN));
+        }
+        let ready = matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0);
+        let hit = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        if ready && hit(0) {
+            let mut buf = [0u8; 64];
+            while matches!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.prober), &mut buf), Ok(n) if n > 0)
+            {
             }
-            _ => false,
+            return Wake::Prober;
+        }
+        match &self.inotify {
+            Some(i) if ready && hit(1) => {
+                while matches!(i.read_events(), Ok(ev) if !ev.is_empty()) {}
+                Wake::Manifests
+            }
+            Some(_) => Wake::Timeout,
+            None => Wake::Manifests,
         }
     }
 }

@@ -15,6 +15,13 @@ use crate::runtime::{ContainerInfo, ContainerState as RtState, ExitRecord, Start
 /// The runtime's containers of one pod, grouped by container name, newest attempt last.
 pub type Attempts<'a> = BTreeMap<String, Vec<&'a ContainerInfo>>;
 
+/// What hooks and probes say of a running container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    pub ready: bool,
+    pub started: bool,
+}
+
 /// Why a container is not running although it should be, decided by the sync loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
@@ -96,6 +103,7 @@ fn container_status(
     image: &str,
     attempts: Option<&Vec<&ContainerInfo>>,
     waiting: Option<&Waiting>,
+    health: Option<&Health>,
     default_waiting: &str,
 ) -> ContainerStatus {
     let latest = attempts.and_then(|a| a.last());
@@ -115,6 +123,15 @@ fn container_status(
         ..Default::default()
     };
     match (latest, waiting) {
+        // Running but its postStart hook is not done: Kubernetes does not call that Running.
+        (Some(l), Some(w))
+            if matches!(l.state, RtState::Running(_)) && w.reason == "ContainerCreating" =>
+        {
+            status.state = Some(waiting_state(w));
+            status.last_state = previous.map(rt_state);
+            status.container_id = Some(format!("edgepod://{}", l.id));
+            status.started = Some(false);
+        }
         (Some(l), Some(w)) if !matches!(l.state, RtState::Running(_)) => {
             status.state = Some(waiting_state(w));
             status.last_state = Some(rt_state(l));
@@ -125,8 +142,12 @@ fn container_status(
             status.last_state = previous.map(rt_state);
             status.container_id = Some(format!("edgepod://{}", l.id));
             let running = matches!(l.state, RtState::Running(_));
-            status.ready = running;
-            status.started = Some(running);
+            let health = health.copied().unwrap_or(Health {
+                ready: true,
+                started: true,
+            });
+            status.ready = running && health.ready;
+            status.started = Some(running && health.started);
         }
         (None, w) => {
             status.state = Some(waiting_state(w.unwrap_or(&Waiting {
@@ -155,6 +176,7 @@ pub fn compute(
     pod: &Pod,
     attempts: &Attempts<'_>,
     waiting: &BTreeMap<String, Waiting>,
+    health: &BTreeMap<String, Health>,
     old: Option<&PodStatus>,
     host_ip: &str,
 ) -> PodStatus {
@@ -174,6 +196,7 @@ pub fn compute(
                 c.image.as_deref().unwrap_or(""),
                 attempts.get(&c.name),
                 waiting.get(&c.name),
+                health.get(&c.name),
                 "PodInitializing",
             )
         })
@@ -186,7 +209,7 @@ pub fn compute(
     };
     let init_done = init_statuses
         .iter()
-        .all(|s| exited_ok(s) || (sidecar(&s.name) && is_running(s)));
+        .all(|s| exited_ok(s) || (sidecar(&s.name) && is_running(s) && s.started == Some(true)));
     let init_failed = restart_policy == "Never"
         && init_statuses.iter().any(|s| {
             !sidecar(&s.name)
@@ -210,6 +233,7 @@ pub fn compute(
                 c.image.as_deref().unwrap_or(""),
                 attempts.get(&c.name),
                 waiting.get(&c.name),
+                health.get(&c.name),
                 default_waiting,
             )
         })

@@ -6,7 +6,6 @@
 //! honours its grace period on a thread of its own so no other pod waits for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,14 +15,16 @@ use nix::sys::signal::Signal;
 use crate::image::ImageStore;
 use crate::runtime::{
     ContainerInfo, ContainerMeta, ContainerState as RtState, CreateRequest, RootfsSource, Runtime,
-    cgroups, rootfs, shim,
+    rootfs, shim,
 };
 use crate::store::Store;
 
 use super::container_spec::{self, ImageProcess, PodContext};
+use super::probe::{Action, HookState, ProbeKind, ProbeSpec, Prober, Target};
 use super::static_pods::StaticPodSource;
-use super::status::{self, Attempts, Waiting};
-use super::volumes::{self, PodVolumes};
+use super::status::{self, Attempts, Health, Waiting};
+use super::stop::{self, StopContext};
+use super::volumes::PodVolumes;
 use super::{AgentConfig, host_ip};
 
 const COMPONENT: &str = "kubelet";
@@ -37,8 +38,16 @@ pub struct Kubelet {
     host_ip: String,
     /// Pod UIDs being stopped on their own threads.
     terminating: Arc<Mutex<HashSet<String>>>,
-    /// Grace period of every pod seen, for stopping it after its manifest is gone.
-    grace: HashMap<String, i64>,
+    /// Containers being stopped (liveness or postStart failures) on their own threads.
+    stopping: Arc<Mutex<HashSet<String>>>,
+    /// Every pod seen, for stopping it (grace period, preStop hooks) after its manifest is gone.
+    seen: HashMap<String, Pod>,
+    /// Containers this agent started (hooks run for these, not for adopted ones).
+    started_here: HashSet<String>,
+    prober: Prober,
+    /// Probes wanted by this pass, and the containers running, for the prober.
+    wanted_probes: Vec<ProbeSpec>,
+    running_ids: HashSet<String>,
     /// Last waiting reason per (pod UID, container), so events are recorded on change only.
     waiting: HashMap<(String, String), Waiting>,
     resync: bool,
@@ -50,9 +59,16 @@ impl Kubelet {
         store: Arc<Store>,
         runtime: Runtime,
         images: Arc<ImageStore>,
+        prober: Prober,
     ) -> Self {
         let source = StaticPodSource::new(&cfg.manifests_dir, &cfg.node_name);
         Kubelet {
+            stopping: Arc::new(Mutex::new(HashSet::new())),
+            seen: HashMap::new(),
+            started_here: HashSet::new(),
+            prober,
+            wanted_probes: Vec::new(),
+            running_ids: HashSet::new(),
             cfg,
             store,
             runtime,
@@ -60,7 +76,6 @@ impl Kubelet {
             source,
             host_ip: host_ip(),
             terminating: Arc::new(Mutex::new(HashSet::new())),
-            grace: HashMap::new(),
             waiting: HashMap::new(),
             resync: false,
         }
@@ -104,6 +119,8 @@ impl Kubelet {
         self.wants_sync();
         self.resync = false;
         let desired = self.source.pods();
+        self.wanted_probes.clear();
+        self.running_ids.clear();
         let containers = self.runtime.list();
         let mut by_pod: HashMap<String, Vec<ContainerInfo>> = HashMap::new();
         for c in containers {
@@ -134,12 +151,7 @@ impl Kubelet {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
-            if let Some(spec) = &pod.spec {
-                self.grace.insert(
-                    uid.clone(),
-                    spec.termination_grace_period_seconds.unwrap_or(30),
-                );
-            }
+            self.seen.insert(uid.clone(), pod.clone());
             // A replaced static pod starts once its predecessor of the same name is gone; a pod
             // whose manifest came back while it was stopping starts afresh after that.
             if self.is_terminating(Some(&uid)) || self.predecessor_running(&pod) {
@@ -148,6 +160,9 @@ impl Kubelet {
             let infos = by_pod.remove(&uid).unwrap_or_default();
             self.sync_pod(&pod, infos);
         }
+        let wanted = std::mem::take(&mut self.wanted_probes);
+        self.prober.update(wanted, &self.running_ids);
+        self.started_here.retain(|id| self.running_ids.contains(id));
     }
 
     fn predecessor_running(&self, pod: &Pod) -> bool {
@@ -254,6 +269,7 @@ impl Kubelet {
             }
         }
 
+        let health = self.health(pod, &infos, &mut waiting);
         self.note_waiting(pod, &waiting);
         let mut attempts: Attempts<'_> = BTreeMap::new();
         for i in &infos {
@@ -266,10 +282,195 @@ impl Kubelet {
             pod,
             &attempts,
             &waiting,
+            &health,
             stored.as_ref().and_then(|p| p.status.as_ref()),
             &self.host_ip,
         );
         self.write_status(pod, status);
+    }
+
+    /// Readiness of each running container from its hooks and probes; asks the prober for the
+    /// probes it should run and stops containers whose liveness, startup probe or postStart
+    /// hook failed.
+    fn health(
+        &mut self,
+        pod: &Pod,
+        infos: &[ContainerInfo],
+        waiting: &mut BTreeMap<String, Waiting>,
+    ) -> BTreeMap<String, Health> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut out = BTreeMap::new();
+        let containers = spec
+            .containers
+            .iter()
+            .map(|c| (c, false))
+            .chain(spec.init_containers.iter().flatten().map(|c| (c, true)));
+        for (c, init) in containers {
+            let Some(latest) = infos
+                .iter()
+                .filter(|i| i.meta.container_name == c.name && i.meta.init == init)
+                .max_by_key(|i| i.meta.attempt)
+            else {
+                continue;
+            };
+            let RtState::Running(start) = &latest.state else {
+                continue;
+            };
+            let id = latest.id.clone();
+            self.running_ids.insert(id.clone());
+            let target = self.target(pod, c, &id);
+            let involved = self.involved(pod, init, &c.name);
+
+            let hook_done = match self.prober.hook(&id) {
+                Some(HookState::Running) => {
+                    waiting.insert(c.name.clone(), wait("ContainerCreating", ""));
+                    false
+                }
+                Some(HookState::Failed(message)) => {
+                    if self.stop_container(pod, latest, None, &|name| {
+                        format!("FailedPostStartHook: stopping container {name}")
+                    }) {
+                        self.event_for(
+                            pod,
+                            involved.field_path.as_deref(),
+                            "Warning",
+                            "FailedPostStartHook",
+                            &format!("PostStartHook failed: {message}"),
+                        );
+                    }
+                    false
+                }
+                _ => true,
+            };
+            if !hook_done {
+                out.insert(c.name.clone(), Health::default());
+                continue;
+            }
+
+            let probes = [
+                (ProbeKind::Startup, &c.startup_probe),
+                (ProbeKind::Liveness, &c.liveness_probe),
+                (ProbeKind::Readiness, &c.readiness_probe),
+            ];
+            for (kind, probe) in probes {
+                if let Some(probe) = probe {
+                    self.wanted_probes.push(ProbeSpec {
+                        kind,
+                        probe: probe.clone(),
+                        target: target.clone(),
+                        started_boot_ms: start.started_boot_ms,
+                        involved: involved.clone(),
+                        has_startup_probe: c.startup_probe.is_some(),
+                    });
+                }
+            }
+            let results: HashMap<ProbeKind, Option<bool>> = [
+                ProbeKind::Startup,
+                ProbeKind::Liveness,
+                ProbeKind::Readiness,
+            ]
+            .into_iter()
+            .map(|k| (k, self.prober.result(&id, k)))
+            .collect();
+            let result = |kind: ProbeKind| results.get(&kind).copied().flatten();
+            let started = c.startup_probe.is_none() || result(ProbeKind::Startup) == Some(true);
+            let failed = [
+                (ProbeKind::Liveness, "liveness", &c.liveness_probe),
+                (ProbeKind::Startup, "startup", &c.startup_probe),
+            ]
+            .into_iter()
+            .find(|(kind, _, _)| result(*kind) == Some(false));
+            if let Some((_, what, probe)) = failed {
+                let grace = probe
+                    .as_ref()
+                    .and_then(|p| p.termination_grace_period_seconds);
+                let message =
+                    |name: &str| format!("Container {name} failed {what} probe, will be restarted");
+                self.stop_container(pod, latest, grace, &message);
+            }
+            let ready = started
+                && failed.is_none()
+                && (c.readiness_probe.is_none() || result(ProbeKind::Readiness) == Some(true));
+            out.insert(c.name.clone(), Health { ready, started });
+        }
+        out
+    }
+
+    /// Where hooks and probes of a container connect to.
+    fn target(&self, pod: &Pod, c: &Container, id: &str) -> Target {
+        let spec = pod.spec.as_ref();
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        Target {
+            runtime: self.runtime.clone(),
+            container_id: id.to_string(),
+            netns: (!host_network).then(|| self.runtime.sandbox(uid, false, false).ns_path("net")),
+            ports: c.ports.clone().unwrap_or_default(),
+        }
+    }
+
+    fn involved(&self, pod: &Pod, init: bool, name: &str) -> ObjectReference {
+        let (ns, pod_name) = ns_name(pod);
+        ObjectReference {
+            kind: Some("Pod".into()),
+            api_version: Some("v1".into()),
+            namespace: Some(ns),
+            name: Some(pod_name),
+            uid: pod.metadata.uid.clone(),
+            field_path: Some(format!(
+                "spec.{}{{{name}}}",
+                if init { "initContainers" } else { "containers" }
+            )),
+            ..Default::default()
+        }
+    }
+
+    /// Stops one container on a thread of its own (preStop, SIGTERM, grace, SIGKILL); it then
+    /// follows the pod's restartPolicy. False if it is already being stopped.
+    fn stop_container(
+        &mut self,
+        pod: &Pod,
+        info: &ContainerInfo,
+        grace_override: Option<i64>,
+        reason: &dyn Fn(&str) -> String,
+    ) -> bool {
+        let Ok(mut stopping) = self.stopping.lock() else {
+            return false;
+        };
+        if !stopping.insert(info.id.clone()) {
+            return false;
+        }
+        drop(stopping);
+        let grace = grace_override
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0) as u64;
+        let message = reason(&info.meta.container_name);
+        let runtime = self.runtime.clone();
+        let store = Arc::clone(&self.store);
+        let hooks = self.prober.handle();
+        let stopping = Arc::clone(&self.stopping);
+        let pod = pod.clone();
+        let info = info.clone();
+        std::thread::spawn(move || {
+            let ctx = StopContext {
+                runtime: &runtime,
+                store: &store,
+                hooks: &hooks,
+                pod: Some(&pod),
+            };
+            stop::stop_containers(&ctx, &[&info], Duration::from_secs(grace), &|_| {
+                message.clone()
+            });
+            if let Ok(mut s) = stopping.lock() {
+                s.remove(&info.id);
+            }
+        });
+        true
     }
 
     /// Runs init containers one at a time, in order; true once all succeeded (sidecars running).
@@ -495,6 +696,20 @@ impl Kubelet {
             meta,
         }) {
             Ok(_) => {
+                self.started_here.insert(id.clone());
+                if let Some(action) = c
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.post_start.as_ref())
+                    .and_then(Action::from_handler)
+                {
+                    // The kubelet gives postStart no deadline of its own; a hook that never ends
+                    // keeps the container from Running, as there. Bound it anyway so a helper
+                    // process cannot linger for ever.
+                    let target = self.target(pod, c, &id);
+                    self.prober
+                        .post_start(action, target, Duration::from_secs(600));
+                }
                 self.event_for(
                     pod,
                     Some(path),
@@ -532,15 +747,33 @@ impl Kubelet {
             }
         }
         self.waiting.retain(|(u, _), _| u != uid);
-        let grace_secs = self.grace.remove(uid).unwrap_or(30).max(0);
-        let grace = Duration::from_secs(grace_secs as u64);
+        let pod = self.seen.remove(uid).or_else(|| {
+            self.store
+                .list_as::<Pod>("Pod", None, None)
+                .ok()?
+                .into_iter()
+                .find(|p| p.metadata.uid.as_deref() == Some(uid))
+        });
+        let grace_secs = pod
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0);
         self.mark_terminating(uid, grace_secs);
         let runtime = self.runtime.clone();
         let store = Arc::clone(&self.store);
+        let hooks = self.prober.handle();
         let terminating = Arc::clone(&self.terminating);
         let uid = uid.to_string();
         std::thread::spawn(move || {
-            kill_pod(&runtime, &store, &uid, infos, grace);
+            let ctx = StopContext {
+                runtime: &runtime,
+                store: &store,
+                hooks: &hooks,
+                pod: pod.as_ref(),
+            };
+            stop::kill_pod(&ctx, &uid, infos, Duration::from_secs(grace_secs as u64));
             if let Ok(mut t) = terminating.lock() {
                 t.remove(&uid);
             }
@@ -727,93 +960,4 @@ fn ns_name(pod: &Pod) -> (String, String) {
             .unwrap_or_else(|| "default".into()),
         pod.metadata.name.clone().unwrap_or_default(),
     )
-}
-
-fn kill_pod(
-    runtime: &Runtime,
-    store: &Store,
-    uid: &str,
-    infos: Vec<ContainerInfo>,
-    grace: Duration,
-) {
-    let running: Vec<&ContainerInfo> = infos
-        .iter()
-        .filter(|i| matches!(i.state, RtState::Running(_)))
-        .collect();
-    let pod_ref = infos
-        .first()
-        .map(|i| (i.meta.pod_namespace.clone(), i.meta.pod_name.clone()));
-    for c in &running {
-        if let Some((ns, name)) = &pod_ref {
-            let involved = ObjectReference {
-                kind: Some("Pod".into()),
-                namespace: Some(ns.clone()),
-                name: Some(name.clone()),
-                uid: Some(uid.to_string()),
-                ..Default::default()
-            };
-            let _ = store.record_event(
-                &involved,
-                "Normal",
-                "Killing",
-                &format!("Stopping container {}", c.meta.container_name),
-                COMPONENT,
-            );
-        }
-        if let Err(e) = runtime.signal(&c.id, Signal::SIGTERM, false) {
-            tracing::warn!(container = %c.id, "SIGTERM: {e}");
-        }
-    }
-    let deadline = Instant::now() + grace;
-    let all_stopped = |runtime: &Runtime| {
-        running
-            .iter()
-            .all(|c| !matches!(runtime.state(&c.id), RtState::Running(_)))
-    };
-    while Instant::now() < deadline && !all_stopped(runtime) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if !all_stopped(runtime) {
-        for c in &running {
-            let _ = runtime.signal(&c.id, Signal::SIGKILL, true);
-        }
-        let hard = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < hard && !all_stopped(runtime) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    for c in &infos {
-        if let Err(e) = runtime.remove(&c.id) {
-            tracing::warn!(container = %c.id, "remove: {e}");
-        }
-    }
-    // Sandbox, volumes and the pod's cgroup parent go once no container holds them.
-    let pod_dir = runtime.pod_dir(uid);
-    // Removal releases every namespace file present, whatever the pod's spec was.
-    if let Err(e) = runtime.sandbox(uid, false, false).remove() {
-        tracing::warn!(pod = uid, "sandbox: {e}");
-    }
-    if let Err(e) = volumes::teardown(&pod_dir) {
-        tracing::warn!(pod = uid, "volumes: {e}");
-    }
-    cgroups::remove(&format!("/edgepod/pod{uid}"));
-    let mut log_dirs: Vec<PathBuf> = infos
-        .iter()
-        .filter_map(|i| i.meta.log_path.parent()?.parent().map(PathBuf::from))
-        .collect();
-    log_dirs.dedup();
-    for d in log_dirs {
-        let _ = std::fs::remove_dir_all(d);
-    }
-    // Forget the pod unless a successor of the same name already took its place.
-    if let Ok(pods) = store.list_as::<Pod>("Pod", None, None) {
-        for p in pods
-            .iter()
-            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
-        {
-            let (ns, name) = ns_name(p);
-            let _ = store.delete("Pod", &ns, &name);
-        }
-    }
-    tracing::info!(pod = uid, "pod stopped and released");
 }

@@ -150,6 +150,37 @@ impl Node {
         }
     }
 
+    /// Runs a command in a pod's container through `edgepod internal exec`; returns its JSON.
+    pub fn exec_in(&self, pod: &str, container: &str, cmd: &[&str]) -> String {
+        let p = self.pod(pod).unwrap();
+        let id = p["status"]["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == container)
+            .unwrap()["containerID"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("edgepod://")
+            .to_string();
+        let state_root = self.data().join("run/libcontainer");
+        let mut args = vec![
+            "internal",
+            "exec",
+            "--state-root",
+            state_root.to_str().unwrap(),
+            "--id",
+            &id,
+            "--",
+        ];
+        args.extend_from_slice(cmd);
+        let out = std::process::Command::new(bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The state object (`running`, `waiting`, `terminated`) of a container.
     pub fn container_state(&self, pod: &str, container: &str) -> Option<Value> {
         let p = self.pod(pod)?;
