@@ -286,7 +286,13 @@ fn malformed_manifests_are_reported_and_leave_running_pods_alone() {
     );
     let waiting = node.wait_for("ErrImagePull", 30, || {
         let s = node.container_state("noimage", "c")?;
-        (s["state"]["waiting"]["reason"] == "ErrImagePull").then_some(s)
+        let reason = s["state"]["waiting"]["reason"].as_str()?.to_string();
+        (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(s)
+    });
+    // Retries back off: the next attempts wait in ImagePullBackOff.
+    node.wait_for("ImagePullBackOff", 30, || {
+        let s = node.container_state("noimage", "c")?;
+        (s["state"]["waiting"]["reason"] == "ImagePullBackOff").then_some(())
     });
     assert!(
         waiting["state"]["waiting"]["message"]

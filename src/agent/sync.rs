@@ -42,6 +42,8 @@ pub struct Kubelet {
     stopping: Arc<Mutex<HashSet<String>>>,
     /// Every pod seen, for stopping it (grace period, preStop hooks) after its manifest is gone.
     seen: HashMap<String, Pod>,
+    /// Image pull back-off per (pod UID, container): retry after, current delay.
+    image_backoff: HashMap<(String, String), (Instant, Duration)>,
     /// Containers this agent started (hooks run for these, not for adopted ones).
     started_here: HashSet<String>,
     prober: Prober,
@@ -66,6 +68,7 @@ impl Kubelet {
             stopping: Arc::new(Mutex::new(HashSet::new())),
             seen: HashMap::new(),
             started_here: HashSet::new(),
+            image_backoff: HashMap::new(),
             prober,
             wanted_probes: Vec::new(),
             running_ids: HashSet::new(),
@@ -603,6 +606,15 @@ impl Kubelet {
         let (ns, name) = ns_name(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let image_ref = c.image.clone().unwrap_or_default();
+        let pull_key = (uid.clone(), c.name.clone());
+        if let Some((until, _)) = self.image_backoff.get(&pull_key)
+            && Instant::now() < *until
+        {
+            return Err(wait(
+                "ImagePullBackOff",
+                &format!("Back-off pulling image \"{image_ref}\""),
+            ));
+        }
         let record = match self.images.get(&image_ref) {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -622,10 +634,15 @@ impl Kubelet {
                         ),
                     )
                 };
+                self.image_pull_failed(pull_key);
                 return Err(wait(reason, &message));
             }
-            Err(e) => return Err(wait("ErrImagePull", &format!("image \"{image_ref}\": {e}"))),
+            Err(e) => {
+                self.image_pull_failed(pull_key);
+                return Err(wait("ErrImagePull", &format!("image \"{image_ref}\": {e}")));
+            }
         };
+        self.image_backoff.remove(&pull_key);
         let layers = self.images.layer_dirs(&record).map_err(|e| {
             wait(
                 "CreateContainerError",
@@ -735,6 +752,18 @@ impl Kubelet {
         }
     }
 
+    /// After a failed pull, the next waits: the crash-loop policy's delays, doubling.
+    fn image_pull_failed(&mut self, key: (String, String)) {
+        let policy = self.cfg.backoff;
+        let delay = self
+            .image_backoff
+            .get(&key)
+            .map(|(_, d)| (*d * 2).min(policy.max))
+            .unwrap_or(policy.base);
+        self.image_backoff
+            .insert(key, (Instant::now() + delay, delay));
+    }
+
     /// Stops a pod no manifest asks for: SIGTERM, grace period, SIGKILL, then releases
     /// everything it held (containers, mounts, cgroups, namespaces, state and log dirs).
     fn terminate(&mut self, uid: &str, infos: Vec<ContainerInfo>) {
@@ -747,6 +776,7 @@ impl Kubelet {
             }
         }
         self.waiting.retain(|(u, _), _| u != uid);
+        self.image_backoff.retain(|(u, _), _| u != uid);
         let pod = self.seen.remove(uid).or_else(|| {
             self.store
                 .list_as::<Pod>("Pod", None, None)
@@ -882,12 +912,15 @@ impl Kubelet {
             self.waiting.insert(key, w.clone());
             let (type_, reason) = match w.reason.as_str() {
                 "CrashLoopBackOff" => ("Warning", "BackOff"),
+                "ImagePullBackOff" => ("Normal", "BackOff"),
                 "ErrImagePull" | "ErrImageNeverPull" | "CreateContainerConfigError" => {
                     ("Warning", "Failed")
                 }
                 _ => continue,
             };
-            let message = if reason == "BackOff" {
+            let message = if w.reason == "ImagePullBackOff" {
+                w.message.clone()
+            } else if reason == "BackOff" {
                 format!(
                     "Back-off restarting failed container {name} in pod {}",
                     pod.metadata.name.as_deref().unwrap_or("")
