@@ -30,6 +30,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         runs: usize,
     },
+    /// Agent CPU and RSS with N pods, each with a liveness and a readiness probe every second.
+    Probes {
+        #[arg(long)]
+        archive: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        pods: usize,
+        /// Measurement window in seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Use exec probes (a process in the container per probe) instead of tcpSocket/httpGet.
+        #[arg(long)]
+        exec: bool,
+    },
     /// Agent memory with N idle pods.
     Memory {
         #[arg(long)]
@@ -43,6 +56,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
+        BenchCommand::Probes {
+            archive,
+            pods,
+            seconds,
+            exec,
+        } => probes(&archive, pods, seconds, exec),
     }
 }
 
@@ -384,5 +403,82 @@ fn memory(archive: &Path, pods: usize) -> anyhow::Result<()> {
         agent_rss + shim_rss,
         agent_pss + shim_pss
     );
+    Ok(())
+}
+
+fn probed_pod_yaml(name: &str, exec: bool) -> String {
+    let probes = if exec {
+        "    livenessProbe:\n      exec: {command: [cat, /www/index.html]}\n      periodSeconds: 1\n    readinessProbe:\n      exec: {command: [test, -f, /www/index.html]}\n      periodSeconds: 1\n"
+    } else {
+        "    livenessProbe:\n      tcpSocket: {port: 8080}\n      periodSeconds: 1\n    readinessProbe:\n      httpGet: {path: /index.html, port: 8080}\n      periodSeconds: 1\n"
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www']\n{probes}"
+    )
+}
+
+/// utime+stime of a process and of its reaped children, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields after the command: state is index 0, so utime..cstime are 11..=14.
+    f.get(11..15).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+fn probes(archive: &Path, pods: usize, seconds: u64, exec: bool) -> anyhow::Result<()> {
+    let scratch = Scratch::new(archive)?;
+    for i in 0..pods {
+        fs::write(
+            scratch.dir.join("manifests").join(format!("p{i}.yaml")),
+            probed_pod_yaml(&format!("p{i}"), exec),
+        )?;
+    }
+    let agent = scratch.agent()?;
+    let pid = agent.id();
+    if !wait_until(Duration::from_secs(120), || {
+        scratch.started_containers() == pods
+    }) {
+        stop(agent);
+        bail!("the {pods} pods did not start within 120 s");
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let t0 = Instant::now();
+    let c0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu = (cpu_ticks(pid) - c0) as f64 / hz;
+    let wall = t0.elapsed().as_secs_f64();
+    let (rss, pss) = rss_pss(pid);
+    let unhealthy = fs::read_dir(scratch.dir.join("containers"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with("-c-1"))
+                .count()
+        })
+        .unwrap_or(0);
+    for i in 0..pods {
+        let _ = fs::remove_file(scratch.dir.join("manifests").join(format!("p{i}.yaml")));
+    }
+    wait_until(Duration::from_secs(120), || scratch.containers() == 0);
+    stop(agent);
+    let kind = if exec {
+        "exec"
+    } else {
+        "tcpSocket liveness + httpGet readiness"
+    };
+    println!("edgepod bench probes: {pods} pods, {kind}, every 1 s, {seconds} s window");
+    println!(
+        "agent CPU (incl. reaped helpers): {:.2} % of one core",
+        cpu / wall * 100.0
+    );
+    println!("agent RSS {rss} KiB, PSS {pss} KiB");
+    println!("containers restarted by a failed liveness probe meanwhile: {unhealthy}");
     Ok(())
 }
