@@ -186,20 +186,21 @@ pub fn compute(
         .clone()
         .unwrap_or_else(|| "Always".into());
 
+    let status_of = |c: &k8s_openapi::api::core::v1::Container, default_waiting: &str| {
+        container_status(
+            &c.name,
+            c.image.as_deref().unwrap_or(""),
+            attempts.get(&c.name),
+            waiting.get(&c.name),
+            health.get(&c.name),
+            default_waiting,
+        )
+    };
     let init_statuses: Vec<ContainerStatus> = spec
         .init_containers
         .iter()
         .flatten()
-        .map(|c| {
-            container_status(
-                &c.name,
-                c.image.as_deref().unwrap_or(""),
-                attempts.get(&c.name),
-                waiting.get(&c.name),
-                health.get(&c.name),
-                "PodInitializing",
-            )
-        })
+        .map(|c| status_of(c, "PodInitializing"))
         .collect();
     let sidecar = |name: &str| {
         spec.init_containers
@@ -227,16 +228,7 @@ pub fn compute(
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
-        .map(|c| {
-            container_status(
-                &c.name,
-                c.image.as_deref().unwrap_or(""),
-                attempts.get(&c.name),
-                waiting.get(&c.name),
-                health.get(&c.name),
-                default_waiting,
-            )
-        })
+        .map(|c| status_of(c, default_waiting))
         .collect();
 
     let phase = phase(&statuses, &restart_policy, init_done, init_failed);

@@ -56,23 +56,17 @@ pub fn run(data_dir: &Path, args: GetArgs) -> anyhow::Result<()> {
             bail!("pods \"{name}\" not found");
         }
     }
+    // One object by name, otherwise a v1 List, as kubectl prints them.
+    let document = || -> anyhow::Result<serde_json::Value> {
+        Ok(if args.name.is_some() {
+            serde_json::to_value(&pods[0])?
+        } else {
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods, "metadata": {"resourceVersion": ""}})
+        })
+    };
     match args.output.as_deref() {
-        Some("json") => {
-            let v = if args.name.is_some() {
-                serde_json::to_value(&pods[0])?
-            } else {
-                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods, "metadata": {"resourceVersion": ""}})
-            };
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Some("yaml") => {
-            let v = if args.name.is_some() {
-                serde_json::to_value(&pods[0])?
-            } else {
-                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods, "metadata": {"resourceVersion": ""}})
-            };
-            print!("{}", decode::to_yaml(&v)?);
-        }
+        Some("json") => println!("{}", serde_json::to_string_pretty(&document()?)?),
+        Some("yaml") => print!("{}", decode::to_yaml(&document()?)?),
         Some("name") => {
             for p in &pods {
                 println!("pod/{}", p.metadata.name.as_deref().unwrap_or(""));
