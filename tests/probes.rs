@@ -178,3 +178,80 @@ fn sigterm_ignoring_container_is_killed_after_its_grace_period_not_before() {
         "not killed soon after it: {took:?}"
     );
 }
+
+/// A gRPC health server on the host's loopback, serving or not as `serving` says.
+fn health_server(serving: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let serving = serving.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(sock).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        let status = if serving.load(Ordering::SeqCst) {
+                            1u8
+                        } else {
+                            2
+                        };
+                        let resp = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let mut send = respond.send_response(resp, false).unwrap();
+                        send.send_data(
+                            bytes::Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]),
+                            false,
+                        )
+                        .unwrap();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        send.send_trailers(trailers).unwrap();
+                    }
+                });
+            }
+        });
+    });
+    port
+}
+
+#[test]
+fn grpc_readiness_follows_the_health_service() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let serving = std::sync::Arc::new(AtomicBool::new(true));
+    let port = health_server(serving.clone());
+    let node = Node::start();
+    node.put_manifest(
+        "grpc.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: grpc\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n    readinessProbe:\n      grpc: {{port: {port}}}\n      periodSeconds: 1\n      failureThreshold: 1\n"
+        ),
+    );
+    let ready = |want: bool| {
+        node.wait_for(&format!("grpc Ready={want}"), 60, || {
+            let s = node.container_state("grpc", "c")?;
+            (s["ready"] == want && s["state"]["running"].is_object()).then_some(())
+        })
+    };
+    ready(true);
+    serving.store(false, Ordering::SeqCst);
+    ready(false);
+    let d = node.describe("grpc");
+    assert!(d.contains("NOT_SERVING"), "{d}");
+    serving.store(true, Ordering::SeqCst);
+    ready(true);
+}

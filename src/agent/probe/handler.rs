@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use crate::runtime::Runtime;
 use crate::runtime::exec::ExecResult;
 
-use super::{http, netns};
+use super::{grpc, http, netns};
 
 /// What one run of a probe or hook found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,7 @@ pub enum Action {
     },
     Grpc {
         port: i32,
+        service: String,
     },
     Sleep(Duration),
 }
@@ -57,7 +58,10 @@ impl Action {
         if let Some(h) = &p.http_get {
             return Some(http_action(h));
         }
-        p.grpc.as_ref().map(|g| Action::Grpc { port: g.port })
+        p.grpc.as_ref().map(|g| Action::Grpc {
+            port: g.port,
+            service: g.service.clone().unwrap_or_default(),
+        })
     }
 
     pub fn from_handler(h: &LifecycleHandler) -> Option<Action> {
@@ -92,7 +96,7 @@ impl Action {
                     port_text(port)
                 )
             }
-            Action::Grpc { port } => format!("grpc :{port}"),
+            Action::Grpc { port, .. } => format!("grpc :{port}"),
             Action::Sleep(d) => format!("sleep {}s", d.as_secs()),
         }
     }
@@ -226,9 +230,24 @@ pub async fn run(action: &Action, target: &Target, timeout: Duration) -> Outcome
                 Err(e) => Outcome::Failure(e),
             }
         }
-        Action::Grpc { port } => Outcome::Unknown(format!(
-            "grpc probes (port {port}) are not supported by this agent yet"
-        )),
+        Action::Grpc { port, service } => {
+            let Some(port) = u16::try_from(*port).ok().filter(|p| *p > 0) else {
+                return Outcome::Unknown(format!("invalid port {port}"));
+            };
+            match target.connect(None, port, timeout).await {
+                Ok(stream) => {
+                    match grpc::check(stream, &format!("127.0.0.1:{port}"), service, timeout).await
+                    {
+                        Ok(()) => Outcome::Success,
+                        Err(e) => Outcome::Failure(e),
+                    }
+                }
+                Err(e) => Outcome::Failure(format!(
+                    "failed to connect service \"127.0.0.1:{port}\" within {}s: {e}",
+                    timeout.as_secs()
+                )),
+            }
+        }
         Action::Sleep(d) => {
             tokio::time::sleep((*d).min(timeout)).await;
             Outcome::Success

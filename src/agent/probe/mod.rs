@@ -6,6 +6,7 @@
 //! delay, period, timeout, success and failure thresholds, startup probes holding the others)
 //! and wakes the loop when a result flips. It records the `Unhealthy` events itself.
 
+mod grpc;
 pub mod handler;
 mod http;
 pub mod netns;
