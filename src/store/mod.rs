@@ -1,9 +1,47 @@
 //! The SQLite store: one file under the data dir holding Kubernetes objects as JSON and events.
 //!
-//! STUB: replaced by the store helper; the public signatures below are the contract.
-use std::path::Path;
+//! Owns: the `edgepod.db` file, its schema and migrations, the global resourceVersion counter,
+//! the metadata fields the API server stamps on writes (`resourceVersion`, `uid`,
+//! `creationTimestamp`), label-indexed listing, and core/v1 Event aggregation and capping.
+//!
+//! Must not touch: object semantics beyond metadata. Defaulting and validation belong to
+//! [`crate::api`]; the store keeps whatever JSON it is given, whole, so fields this build does not
+//! know survive a round-trip through an older or newer edgepod.
+//!
+//! Every public operation runs in one SQLite transaction; [`Store::write`] groups several.
+//! Namespaced kinds are addressed by `(kind, namespace, name)`; cluster-scoped ones use the empty
+//! namespace, as the Kubernetes API does.
+
+mod check;
+mod events;
+mod meta;
+mod schema;
+mod select;
+mod self_check;
+mod tx;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
+use rusqlite::{Connection, TransactionBehavior};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::api::LabelSelector;
+
+pub use events::{EVENT_KIND, MAX_EVENTS, MAX_EVENTS_PER_OBJECT};
+pub use schema::SCHEMA_VERSION;
+pub use self_check::self_check;
+pub use tx::Tx;
+
+/// The file name of the database inside the data dir.
+pub const DB_FILE: &str = "edgepod.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -12,36 +50,252 @@ pub enum StoreError {
     #[error("store: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{kind} {namespace}/{name}: resourceVersion {expected} is stale (now {actual})")]
-    Conflict { kind: String, namespace: String, name: String, expected: String, actual: String },
+    Conflict {
+        kind: String,
+        namespace: String,
+        name: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{kind} {namespace}/{name} not found")]
-    NotFound { kind: String, namespace: String, name: String },
+    NotFound {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
     #[error("store: object has no metadata.name")]
     NoName,
     #[error("store {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{kind} {namespace}/{name} already exists")]
+    AlreadyExists {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
+    #[error("{kind} {namespace}/{name}: uid {expected} in the request does not match uid {actual}")]
+    UidMismatch {
+        kind: String,
+        namespace: String,
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("store: invalid object: {0}")]
+    Invalid(String),
+    #[error(
+        "store {path}: schema version {found} is newer than this edgepod supports ({supported}); upgrade edgepod"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("store {path}: {reason}")]
+    Setup { path: String, reason: String },
+    #[error("store: inconsistent database: {0}")]
+    Inconsistent(String),
 }
 
-pub struct Store {}
+/// A handle on the database, shared by threads and tokio tasks alike.
+pub struct Store {
+    // One connection behind a mutex: SQLite serialises writers anyway, and a single connection
+    // keeps the per-connection pragmas in one place.
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
 
 impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let _ = path;
-        Ok(Store {})
+        let mut conn = Connection::open(path)?;
+        schema::configure(&conn, path)?;
+        schema::migrate(&mut conn, path)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
     }
-    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let _ = (kind, namespace, name);
-        Ok(None)
+
+    /// Opens `data_dir/edgepod.db`, creating `data_dir` first.
+    pub fn open_in(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        Store::open(&data_dir.join(DB_FILE))
     }
-    pub fn put(&self, kind: &str, obj: &serde_json::Value) -> Result<serde_json::Value, StoreError> {
-        let _ = kind;
-        Ok(obj.clone())
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    pub fn list(&self, kind: &str, namespace: Option<&str>, selector: Option<&LabelSelector>) -> Result<Vec<serde_json::Value>, StoreError> {
-        let _ = (kind, namespace, selector);
-        Ok(vec![])
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a transaction drops its `rusqlite::Transaction`, which rolls back: the
+        // connection behind a poisoned lock is still consistent.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let _ = (kind, namespace, name);
-        Ok(None)
+
+    /// Runs `f` in one write transaction, committed only when `f` returns `Ok`.
+    ///
+    /// The transaction takes the write lock up front (`BEGIN IMMEDIATE`) so that two processes
+    /// sharing the file (agent and CLI) wait on `busy_timeout` instead of failing on a lock upgrade.
+    pub fn write<R, E>(&self, f: impl FnOnce(&Tx<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.lock();
+        let tx = Tx::new(
+            conn.transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?,
+        );
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on one consistent snapshot; reads only, so nothing is committed.
+    fn read<R>(&self, f: impl FnOnce(&Tx<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut conn = self.lock();
+        let tx = Tx::new(conn.transaction_with_behavior(TransactionBehavior::Deferred)?);
+        f(&tx)
+    }
+
+    pub fn get(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        self.read(|tx| tx.get(kind, namespace, name))
+    }
+
+    pub fn get_as<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(|tx| tx.get_as(kind, namespace, name))
+    }
+
+    /// Objects of `kind` ordered by namespace then name; `namespace: None` means all namespaces.
+    pub fn list(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, StoreError> {
+        self.read(|tx| tx.list(kind, namespace, selector))
+    }
+
+    pub fn list_as<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(|tx| tx.list_as(kind, namespace, selector))
+    }
+
+    /// Stores a new object; [`StoreError::AlreadyExists`] when the name is taken.
+    pub fn create(&self, kind: &str, obj: &Value) -> Result<Value, StoreError> {
+        self.write(|tx| tx.create(kind, obj))
+    }
+
+    pub fn create_as<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: &str,
+        obj: &T,
+    ) -> Result<T, StoreError> {
+        self.write(|tx| tx.create_as(kind, obj))
+    }
+
+    /// Creates or replaces the object, whatever resourceVersion it carries.
+    pub fn put(&self, kind: &str, obj: &Value) -> Result<Value, StoreError> {
+        self.write(|tx| tx.put(kind, obj))
+    }
+
+    pub fn put_as<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: &str,
+        obj: &T,
+    ) -> Result<T, StoreError> {
+        self.write(|tx| tx.put_as(kind, obj))
+    }
+
+    /// Replaces an existing object; a stale `metadata.resourceVersion` is a [`StoreError::Conflict`].
+    pub fn update(&self, kind: &str, obj: &Value) -> Result<Value, StoreError> {
+        self.write(|tx| tx.update(kind, obj))
+    }
+
+    pub fn update_as<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: &str,
+        obj: &T,
+    ) -> Result<T, StoreError> {
+        self.write(|tx| tx.update_as(kind, obj))
+    }
+
+    /// Read-modify-write of one object in one transaction, so no concurrent write is lost.
+    pub fn update_with<F, E>(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        f: F,
+    ) -> Result<Value, E>
+    where
+        F: FnOnce(&mut Value) -> Result<(), E>,
+        E: From<StoreError>,
+    {
+        self.write(|tx| tx.update_with(kind, namespace, name, f))
+    }
+
+    /// Removes the object and returns it as last stored, stamped with the deletion's
+    /// resourceVersion as the API server does; `None` when there was nothing to delete.
+    pub fn delete(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        self.write(|tx| tx.delete(kind, namespace, name))
+    }
+
+    /// The resourceVersion of the latest write, 0 for an empty store.
+    pub fn current_resource_version(&self) -> Result<u64, StoreError> {
+        self.read(|tx| tx.current_resource_version())
+    }
+
+    /// Records a core/v1 Event about `involved`, folding repeats into one Event's `count`.
+    pub fn record_event(
+        &self,
+        involved: &ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        source_component: &str,
+    ) -> Result<Event, StoreError> {
+        self.write(|tx| tx.record_event(involved, type_, reason, message, source_component))
+    }
+
+    /// Events about the object, oldest `lastTimestamp` first.
+    pub fn events_for(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read(|tx| tx.events_for(kind, namespace, name))
+    }
+
+    /// Verifies the file (`PRAGMA integrity_check`) and the store's own invariants; returns the
+    /// number of objects checked.
+    pub fn check(&self) -> Result<u64, StoreError> {
+        self.read(|tx| tx.check())
     }
 }
