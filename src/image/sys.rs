@@ -43,6 +43,13 @@ pub(crate) fn mknod(path: &Path, kind: SFlag, perm: u32, major: u32, minor: u32)
 }
 
 pub(crate) fn set_mtime(path: &Path, seconds: i64) -> io::Result<()> {
+    // time_t is i32 on 32-bit targets (armv7 musl): clamp far-off mtimes there rather than fail.
+    #[allow(deprecated)] // libc deprecates `time_t` on musl: it is to become 64-bit there.
+    let seconds = libc::time_t::try_from(seconds).unwrap_or(if seconds < 0 {
+        libc::time_t::MIN
+    } else {
+        libc::time_t::MAX
+    });
     let time = TimeSpec::new(seconds, 0);
     nix::sys::stat::utimensat(None, path, &time, &time, UtimensatFlags::NoFollowSymlink)
         .map_err(io::Error::from)
