@@ -111,6 +111,29 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        // Opening races with other processes opening or closing the same file (the agent and
+        // a CLI command at once): switching to WAL, WAL recovery and the last closer's checkpoint
+        // can answer SQLITE_BUSY without going through busy_timeout. Those clear within
+        // milliseconds, so opening retries for a while before giving up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match Self::open_once(path) {
+                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::configure(&conn, path)?;
         schema::migrate(&mut conn, path)?;
