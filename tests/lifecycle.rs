@@ -100,3 +100,32 @@ fn killed_agent_readopts_running_containers_and_sees_exits_it_missed() {
     assert_eq!(again["status"]["containerStatuses"][0]["restartCount"], 0);
     assert_eq!(node.logs("long", "c", &[]).matches("started").count(), 1);
 }
+
+#[test]
+fn containers_still_start_when_the_shim_server_is_gone() {
+    let node = Node::start();
+    node.put_manifest(
+        "first.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: first\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo forked; sleep 3600']\n",
+    );
+    node.wait_logs("first", "c", "forked");
+    let server: i32 = std::fs::read_to_string(node.data().join("run/shim-server.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signalling a process this test's agent started.
+    unsafe {
+        libc::kill(server, libc::SIGKILL);
+    }
+    node.put_manifest(
+        "second.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: second\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo execd; sleep 3600']\n",
+    );
+    node.wait_logs("second", "c", "execd");
+    // The first pod's shim was forked by the server and outlives it.
+    assert_eq!(
+        node.wait_running("first")["status"]["containerStatuses"][0]["restartCount"],
+        0
+    );
+}

@@ -85,6 +85,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     })?;
     let store = Arc::new(Store::open_in(&cfg.data_dir).map_err(Box::new)?);
     let runtime = Runtime::new(&cfg.data_dir, cfg.log_rotation)?;
+    if let Err(e) = runtime.start_shim_server() {
+        tracing::warn!("{e}; shims will be exec'd one by one");
+    }
     let images = Arc::new(
         ImageStore::open(&cfg.data_dir.join("images"))
             .map_err(|e| AgentError::Image(e.to_string()))?,

@@ -168,6 +168,7 @@ fn pod_start(archive: &Path, runs: usize) -> anyhow::Result<()> {
 
     // 2. One `true` container: create → start → exit → cleanup.
     let runtime = Runtime::new(&scratch.dir, Rotation::default())?;
+    runtime.start_shim_server()?;
     let images = ImageStore::open(&scratch.dir.join("images"))?;
     let image = images.get("busybox")?.context("busybox not imported")?;
     let layers = images.layer_dirs(&image)?;
@@ -385,6 +386,15 @@ fn memory(archive: &Path, pods: usize) -> anyhow::Result<()> {
             shims += 1;
         }
     }
+    let server = fs::read_to_string(
+        scratch
+            .dir
+            .join("run")
+            .join(crate::runtime::zygote::PID_FILE),
+    )
+    .ok()
+    .and_then(|p| p.trim().parse::<u32>().ok());
+    let (server_rss, server_pss) = server.map(rss_pss).unwrap_or((0, 0));
     for i in 0..pods {
         let _ = fs::remove_file(scratch.dir.join("manifests").join(format!("p{i}.yaml")));
     }
@@ -397,11 +407,12 @@ fn memory(archive: &Path, pods: usize) -> anyhow::Result<()> {
         "{:<32} {shim_rss:>8} {shim_pss:>8}",
         format!("shims ({shims}, summed)")
     );
+    println!("{:<32} {server_rss:>8} {server_pss:>8}", "shim server");
     println!(
         "{:<32} {:>8} {:>8}",
-        "agent + shims",
-        agent_rss + shim_rss,
-        agent_pss + shim_pss
+        "agent + shim server + shims",
+        agent_rss + server_rss + shim_rss,
+        agent_pss + server_pss + shim_pss
     );
     Ok(())
 }

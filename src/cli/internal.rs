@@ -40,6 +40,14 @@ pub enum InternalCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Fork shims on request (started once by the agent).
+    ShimServer {
+        #[arg(long)]
+        socket: PathBuf,
+        /// The agent's PID: the server exits if it is not its parent any more.
+        #[arg(long)]
+        parent: i32,
+    },
     /// Hold a pod's shared PID namespace (shareProcessNamespace) as its init.
     Pause {
         #[arg(long)]
@@ -90,6 +98,9 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
             command,
             std::time::Duration::from_millis(timeout_ms),
         ) as u8),
+        InternalCommand::ShimServer { socket, parent } => {
+            ExitCode::from(crate::runtime::zygote::serve(&socket, parent) as u8)
+        }
         InternalCommand::Pause { ns_file } => {
             ExitCode::from(crate::runtime::sandbox::pause_main(&ns_file) as u8)
         }

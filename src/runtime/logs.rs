@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 /// Size-based rotation limits: `max_size` bytes per file, `max_files` files kept in all.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Rotation {
     pub max_size: u64,
     pub max_files: u32,

@@ -19,6 +19,7 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod shim;
 pub mod spec;
+pub mod zygote;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -221,37 +222,20 @@ impl Runtime {
         if let Some(dir) = meta.log_path.parent() {
             fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
         }
-        let shim_log =
-            File::create(bundle.join("shim.log")).map_err(|e| RuntimeError::io(bundle, e))?;
-        let mut child = Command::new(&self.shim_exe)
-            .arg("internal")
-            .arg("shim")
-            .arg("--id")
-            .arg(id)
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--state-root")
-            .arg(self.state_root())
-            .arg("--log")
-            .arg(&meta.log_path)
-            .arg("--log-max-size")
-            .arg(self.rotation.max_size.to_string())
-            .arg("--log-max-files")
-            .arg(self.rotation.max_files.to_string())
-            .arg("--oom-score-adj")
-            .arg(spec.oom_score_adj.to_string())
-            .arg("--cgroups-path")
-            .arg(&spec.cgroups_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(shim_log)
-            .env_remove("RUST_LOG")
-            .spawn()
-            .map_err(|e| RuntimeError::container(id, format!("spawn shim: {e}")))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| RuntimeError::container(id, "shim has no stdout"))?;
+        let args = shim::ShimArgs {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            state_root: self.state_root(),
+            log_path: meta.log_path.clone(),
+            rotation: self.rotation,
+            oom_score_adj: spec.oom_score_adj,
+            cgroups_path: spec.cgroups_path.clone(),
+        };
+        let stdout: Box<dyn std::io::Read> = match zygote::request(&self.zygote_socket(), &args) {
+            Ok(stream) => Box::new(stream),
+            // No shim server (not started, or gone with a previous agent): exec a shim.
+            Err(_) => Box::new(self.spawn_shim(&args)?),
+        };
         let mut line = String::new();
         let t_spawned = t0.elapsed();
         let _ = BufReader::new(stdout).read_line(&mut line);
@@ -262,8 +246,6 @@ impl Runtime {
             started_us = t0.elapsed().as_micros() as u64,
             "container start timings"
         );
-        // The shim is reaped by the agent's reaper, never waited for here: it outlives starting.
-        drop(child);
         match serde_json::from_str::<shim::StartReply>(line.trim()) {
             Ok(shim::StartReply::Started(record)) => Ok(record),
             Ok(shim::StartReply::Failed { message }) => Err(RuntimeError::container(id, message)),
@@ -274,6 +256,79 @@ impl Runtime {
                     format!("shim gave no start reply: {}", last_line(&log)),
                 ))
             }
+        }
+    }
+
+    /// Execs a shim directly (the fallback when no shim server runs); returns its stdout.
+    fn spawn_shim(&self, args: &shim::ShimArgs) -> Result<std::process::ChildStdout, RuntimeError> {
+        let id = args.id.as_str();
+        let shim_log = File::create(args.bundle.join("shim.log"))
+            .map_err(|e| RuntimeError::io(&args.bundle, e))?;
+        let mut child = Command::new(&self.shim_exe)
+            .arg("internal")
+            .arg("shim")
+            .arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&args.bundle)
+            .arg("--state-root")
+            .arg(&args.state_root)
+            .arg("--log")
+            .arg(&args.log_path)
+            .arg("--log-max-size")
+            .arg(args.rotation.max_size.to_string())
+            .arg("--log-max-files")
+            .arg(args.rotation.max_files.to_string())
+            .arg("--oom-score-adj")
+            .arg(args.oom_score_adj.to_string())
+            .arg("--cgroups-path")
+            .arg(&args.cgroups_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(shim_log)
+            .env_remove("RUST_LOG")
+            .spawn()
+            .map_err(|e| RuntimeError::container(id, format!("spawn shim: {e}")))?;
+        // The shim is reaped by the agent's reaper, never waited for here: it outlives starting.
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| RuntimeError::container(id, "shim has no stdout"))
+    }
+
+    fn zygote_socket(&self) -> PathBuf {
+        zygote::socket_path(&self.data_dir.join("run"))
+    }
+
+    /// Starts the shim server this runtime forks shims from; containers still start (by exec)
+    /// if it cannot.
+    pub fn start_shim_server(&self) -> Result<(), RuntimeError> {
+        let socket = self.zygote_socket();
+        let log = File::create(self.data_dir.join("run").join("shim-server.log"))
+            .map_err(|e| RuntimeError::io(&self.data_dir, e))?;
+        let mut child = Command::new(&self.shim_exe)
+            .arg("internal")
+            .arg("shim-server")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| RuntimeError::Sandbox(format!("start shim server: {e}")))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        if line.trim() == "ready" {
+            Ok(())
+        } else {
+            Err(RuntimeError::Sandbox(format!(
+                "shim server: {}",
+                line.trim()
+            )))
         }
     }
 

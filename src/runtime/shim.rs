@@ -26,7 +26,7 @@ use super::cgroups;
 use super::logs::{LogWriter, Rotation, Stream, now_rfc3339_nanos};
 
 /// What the shim is told by the agent, all on its command line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimArgs {
     pub id: String,
     pub bundle: PathBuf,
