@@ -1,7 +1,8 @@
 //! Pod sandboxes and containers, run in-process through youki's `libcontainer`.
 //!
 //! Owns: the pod sandbox namespaces ([`sandbox`]), container root filesystems ([`rootfs`]), the
-//! OCI spec ([`spec`]), the per-container monitor ([`shim`]), CRI logs ([`logs`]) and the cgroup
+//! OCI spec ([`spec`]), the per-container monitor ([`shim`]) and the server that forks it
+//! ([`zygote`]), commands run inside containers ([`exec`]), CRI logs ([`logs`]) and the cgroup
 //! facts the agent needs ([`cgroups`]). Never execs runc, crun or containerd.
 //!
 //! Must not touch: Kubernetes objects, the store or images. The agent translates a Pod into a
