@@ -128,6 +128,26 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// The event reference to one container of a pod (Kubernetes' `spec.containers{name}` path).
+pub(crate) fn container_ref(
+    namespace: &str,
+    pod_name: &str,
+    pod_uid: &str,
+    init: bool,
+    container: &str,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    let list = if init { "initContainers" } else { "containers" };
+    k8s_openapi::api::core::v1::ObjectReference {
+        kind: Some("Pod".into()),
+        api_version: Some("v1".into()),
+        namespace: Some(namespace.to_string()),
+        name: Some(pod_name.to_string()),
+        uid: Some(pod_uid.to_string()),
+        field_path: Some(format!("spec.{list}{{{container}}}")),
+        ..Default::default()
+    }
+}
+
 /// The node's address as pods see it: the first non-loopback IPv4 of an interface that is up.
 pub fn host_ip() -> String {
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {

@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::sys::signal::Signal;
 
 use crate::runtime::{ContainerInfo, ContainerState, Runtime, cgroups};
 use crate::store::Store;
 
+use super::container_ref;
 use super::probe::{self, Action, Outcome, Target};
 use super::volumes;
 
@@ -40,23 +41,14 @@ impl StopContext<'_> {
     }
 
     fn event(&self, info: &ContainerInfo, type_: &str, reason: &str, message: &str) {
-        let involved = ObjectReference {
-            kind: Some("Pod".into()),
-            api_version: Some("v1".into()),
-            namespace: Some(info.meta.pod_namespace.clone()),
-            name: Some(info.meta.pod_name.clone()),
-            uid: Some(info.meta.pod_uid.clone()),
-            field_path: Some(format!(
-                "spec.{}{{{}}}",
-                if info.meta.init {
-                    "initContainers"
-                } else {
-                    "containers"
-                },
-                info.meta.container_name
-            )),
-            ..Default::default()
-        };
+        let m = &info.meta;
+        let involved = container_ref(
+            &m.pod_namespace,
+            &m.pod_name,
+            &m.pod_uid,
+            m.init,
+            &m.container_name,
+        );
         if let Err(e) = self
             .store
             .record_event(&involved, type_, reason, message, COMPONENT)
@@ -72,19 +64,17 @@ impl StopContext<'_> {
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.host_network)
             .unwrap_or(false);
-        Target {
-            runtime: self.runtime.clone(),
-            container_id: info.id.clone(),
-            netns: (!host_network).then(|| {
-                self.runtime
-                    .sandbox(&info.meta.pod_uid, false, false)
-                    .ns_path("net")
-            }),
-            ports: self
-                .container_spec(info)
-                .and_then(|c| c.ports)
-                .unwrap_or_default(),
-        }
+        let ports = self
+            .container_spec(info)
+            .and_then(|c| c.ports)
+            .unwrap_or_default();
+        Target::new(
+            self.runtime,
+            &info.meta.pod_uid,
+            host_network,
+            &info.id,
+            ports,
+        )
     }
 }
 

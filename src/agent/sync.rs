@@ -25,7 +25,7 @@ use super::static_pods::StaticPodSource;
 use super::status::{self, Attempts, Health, Waiting};
 use super::stop::{self, StopContext};
 use super::volumes::PodVolumes;
-use super::{AgentConfig, host_ip};
+use super::{AgentConfig, container_ref, host_ip};
 
 const COMPONENT: &str = "kubelet";
 
@@ -401,31 +401,30 @@ impl Kubelet {
 
     /// Where hooks and probes of a container connect to.
     fn target(&self, pod: &Pod, c: &Container, id: &str) -> Target {
-        let spec = pod.spec.as_ref();
-        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
         let uid = pod.metadata.uid.as_deref().unwrap_or("");
-        Target {
-            runtime: self.runtime.clone(),
-            container_id: id.to_string(),
-            netns: (!host_network).then(|| self.runtime.sandbox(uid, false, false).ns_path("net")),
-            ports: c.ports.clone().unwrap_or_default(),
-        }
+        Target::new(
+            &self.runtime,
+            uid,
+            host_network,
+            id,
+            c.ports.clone().unwrap_or_default(),
+        )
     }
 
     fn involved(&self, pod: &Pod, init: bool, name: &str) -> ObjectReference {
         let (ns, pod_name) = ns_name(pod);
-        ObjectReference {
-            kind: Some("Pod".into()),
-            api_version: Some("v1".into()),
-            namespace: Some(ns),
-            name: Some(pod_name),
-            uid: pod.metadata.uid.clone(),
-            field_path: Some(format!(
-                "spec.{}{{{name}}}",
-                if init { "initContainers" } else { "containers" }
-            )),
-            ..Default::default()
-        }
+        container_ref(
+            &ns,
+            &pod_name,
+            pod.metadata.uid.as_deref().unwrap_or(""),
+            init,
+            name,
+        )
     }
 
     /// Stops one container on a thread of its own (preStop, SIGTERM, grace, SIGKILL); it then

@@ -135,6 +135,23 @@ pub struct Target {
 }
 
 impl Target {
+    /// Hooks and probes of container `id` in pod `pod_uid` connect through the pod's network
+    /// namespace, or the host's for hostNetwork pods.
+    pub fn new(
+        runtime: &Runtime,
+        pod_uid: &str,
+        host_network: bool,
+        id: &str,
+        ports: Vec<ContainerPort>,
+    ) -> Target {
+        Target {
+            runtime: runtime.clone(),
+            container_id: id.to_string(),
+            netns: (!host_network).then(|| runtime.sandbox(pod_uid, false, false).ns_path("net")),
+            ports,
+        }
+    }
+
     fn port(&self, p: &IntOrString) -> Result<u16, String> {
         let n = match p {
             IntOrString::Int(n) => *n,
