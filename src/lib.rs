@@ -7,12 +7,16 @@
 //! - [`store`]: the SQLite file holding objects and events. Depends only on [`api`].
 //! - [`image`]: the local content-addressed image store and layer unpacking.
 //! - [`runtime`]: pod sandboxes and containers, run in-process through youki's `libcontainer`.
+//! - [`fleet`]: the hub↔node interface and its carriers.
+//! - [`apiserver`]: the hub's Kubernetes-compatible HTTP API.
 //! - [`agent`]: the kubelet-like role: static pods, the pod reconciler, pod status.
 //! - [`cli`]: the `edgepod` command line, the only place `anyhow` is used.
 
 pub mod agent;
 pub mod api;
+pub mod apiserver;
 pub mod cli;
+pub mod fleet;
 pub mod image;
 pub mod runtime;
 pub mod store;

@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod errors;
 pub mod qos;
 pub mod quantity;
+pub mod resources;
 pub mod selector;
 pub mod validate;
 
