@@ -36,6 +36,11 @@ pub(super) fn identity(obj: &Value) -> Result<Identity, StoreError> {
     })
 }
 
+/// The `kind` an object was stored with (every stored object has one: see [`stamp_kind`]).
+pub(super) fn stamped_kind(obj: &Value) -> Option<&str> {
+    obj.get("kind")?.as_str()
+}
+
 /// Fills `kind` when the object lacks it and refuses an object of another kind.
 pub(super) fn stamp_kind(kind: &str, obj: &mut Value) -> Result<(), StoreError> {
     let Some(map) = obj.as_object_mut() else {

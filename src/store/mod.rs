@@ -19,6 +19,7 @@ mod schema;
 mod select;
 mod self_check;
 mod tx;
+mod watch;
 mod write;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use events::{EVENT_KIND, MAX_EVENTS, MAX_EVENTS_PER_OBJECT};
 pub use schema::SCHEMA_VERSION;
 pub use self_check::self_check;
 pub use tx::Tx;
+pub use watch::{CHANGE_WINDOW, Change, ChangeType};
 
 /// The file name of the database inside the data dir.
 pub const DB_FILE: &str = "edgepod.db";
@@ -98,6 +100,9 @@ pub enum StoreError {
     Setup { path: String, reason: String },
     #[error("store: inconsistent database: {0}")]
     Inconsistent(String),
+    /// A watch from a resourceVersion the change log no longer holds.
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired { requested: u64, oldest: u64 },
 }
 
 /// A handle on the database, shared by threads and tokio tasks alike.
@@ -106,6 +111,8 @@ pub struct Store {
     // keeps the per-connection pragmas in one place.
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The newest committed resourceVersion, for watchers in this process to wait on.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -137,9 +144,11 @@ impl Store {
         let mut conn = Connection::open(path)?;
         schema::configure(&conn, path)?;
         schema::migrate(&mut conn, path)?;
+        let current: i64 = conn.query_row("SELECT value FROM revision", [], |row| row.get(0))?;
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            committed: tokio::sync::watch::Sender::new(current.unsigned_abs()),
         })
     }
 
@@ -176,8 +185,45 @@ impl Store {
                 .map_err(StoreError::from)?,
         );
         let out = f(&tx)?;
-        tx.commit()?;
+        let rv = tx.commit()?;
+        drop(conn);
+        if rv > 0 {
+            self.committed.send_replace(rv.unsigned_abs());
+        }
         Ok(out)
+    }
+
+    /// Wakes when a write commits in this process; the value is the newest resourceVersion.
+    /// Writes by other processes sharing the file are not signalled.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// See [`Tx::changes_since`].
+    pub fn changes_since(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.read(|tx| tx.changes_since(kind, namespace, after, limit))
+    }
+
+    /// A consistent list and the resourceVersion it was read at, in one snapshot: what a
+    /// Kubernetes list returns, so a watch from that version misses nothing.
+    pub fn list_at(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<(Vec<Value>, u64), StoreError> {
+        self.read(|tx| {
+            Ok((
+                tx.list(kind, namespace, selector)?,
+                tx.current_resource_version()?,
+            ))
+        })
     }
 
     /// Runs `f` on one consistent snapshot; reads only, so nothing is committed.

@@ -11,7 +11,7 @@ use super::StoreError;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append only: a shipped migration
 /// is never edited, since boards in the field have already run it.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -54,6 +54,22 @@ CREATE TABLE event_index (
 CREATE INDEX event_index_involved ON event_index (involved_kind, involved_namespace, involved_name, last_seen);
 CREATE INDEX event_index_dedupe ON event_index (dedupe_key);
 CREATE INDEX event_index_last_seen ON event_index (last_seen);
+";
+
+/// The change log watches read: one row per write, kept for a window of recent resourceVersions.
+/// `compacted` is the newest resourceVersion already trimmed away; a watch from before it gets
+/// 410 Gone, as from a compacted etcd.
+const V2: &str = "
+CREATE TABLE changes (
+    resource_version INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX changes_kind ON changes (kind, resource_version);
+ALTER TABLE revision ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;
+UPDATE revision SET compacted = value;
 ";
 
 /// Applies the per-connection settings; `path` only names the file in errors.

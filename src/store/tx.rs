@@ -14,15 +14,24 @@ use super::meta::{self, Identity};
 /// back together.
 pub struct Tx<'c> {
     pub(super) conn: Transaction<'c>,
+    /// The newest resourceVersion this transaction assigned (0: none), so the store can wake
+    /// watchers once it commits.
+    pub(super) last_resource_version: std::cell::Cell<i64>,
 }
 
 impl<'c> Tx<'c> {
     pub(super) fn new(conn: Transaction<'c>) -> Self {
-        Tx { conn }
+        Tx {
+            conn,
+            last_resource_version: std::cell::Cell::new(0),
+        }
     }
 
-    pub(super) fn commit(self) -> Result<(), StoreError> {
-        Ok(self.conn.commit()?)
+    /// Commits and returns the newest resourceVersion written (0 when nothing was).
+    pub(super) fn commit(self) -> Result<i64, StoreError> {
+        let rv = self.last_resource_version.get();
+        self.conn.commit()?;
+        Ok(rv)
     }
 
     pub fn get(

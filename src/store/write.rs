@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::events::EVENT_KIND;
 use super::meta;
+use super::watch::ChangeType;
 use super::{StoreError, Tx};
 
 /// An object as stored, with its row id.
@@ -49,11 +50,13 @@ impl Tx<'_> {
     }
 
     fn next_resource_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row(
+        let rv = self.conn.query_row(
             "UPDATE revision SET value = value + 1 RETURNING value",
             [],
             |row| row.get(0),
-        )?)
+        )?;
+        self.last_resource_version.set(rv);
+        Ok(rv)
     }
 
     /// Writes `obj` over `existing` (or as a new row), stamping resourceVersion and, when absent,
@@ -99,6 +102,12 @@ impl Tx<'_> {
         let uid = meta::field(&obj, "uid").unwrap_or_default().to_string();
         let labels = meta::labels(&obj)?;
         let body = serde_json::to_string(&obj)?;
+        let change = if existing.is_some() {
+            ChangeType::Modified
+        } else {
+            ChangeType::Added
+        };
+        self.log_change(resource_version, kind, &id.namespace, change, &body)?;
         let row_id = match existing {
             Some(old) => {
                 self.conn.execute(
@@ -139,6 +148,17 @@ impl Tx<'_> {
             "resourceVersion".to_string(),
             Value::String(resource_version.to_string()),
         );
+        let kind = meta::stamped_kind(&obj).unwrap_or_default().to_string();
+        let namespace = meta::field(&obj, "namespace")
+            .unwrap_or_default()
+            .to_string();
+        self.log_change(
+            resource_version,
+            &kind,
+            &namespace,
+            ChangeType::Deleted,
+            &serde_json::to_string(&obj)?,
+        )?;
         Ok(obj)
     }
 }

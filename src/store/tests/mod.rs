@@ -4,6 +4,7 @@ mod events;
 mod listing;
 mod objects;
 mod schema;
+mod watch;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
