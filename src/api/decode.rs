@@ -208,22 +208,29 @@ pub fn pod(file: &str, doc: Value) -> Result<Pod, ManifestError> {
         });
     }
 
+    strict(doc).map_err(invalid)
+}
+
+/// Decodes `doc` as `T`, reporting unknown fields and wrongly typed values together, each with
+/// its path. The caller has checked `apiVersion` and `kind`.
+pub fn strict<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, FieldErrors> {
+    let mut errs = FieldErrors::default();
     let mut unknown = Vec::new();
     let decoded = {
         let mut on_ignored =
             |path: serde_ignored::Path| unknown.push(render(&ignored_segments(&path)));
-        serde_path_to_error::deserialize::<_, Pod>(serde_ignored::Deserializer::new(
+        serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(
             &doc,
             &mut on_ignored,
         ))
     };
     errs.extend(unknown.into_iter().map(FieldError::unknown));
     match decoded {
-        Ok(pod) if errs.is_empty() => Ok(pod),
-        Ok(_) => Err(invalid(errs)),
+        Ok(obj) if errs.is_empty() => Ok(obj),
+        Ok(_) => Err(errs),
         Err(e) => {
             errs.push(type_error(&doc, &e));
-            Err(invalid(errs))
+            Err(errs)
         }
     }
 }

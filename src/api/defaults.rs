@@ -32,7 +32,11 @@ pub fn pod(pod: &mut Pod) {
         pod.metadata.namespace = Some("default".to_string());
     }
     // A Go Pod always has a spec, so a manifest without one is defaulted like an empty one.
-    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    template_spec(pod.spec.get_or_insert_with(PodSpec::default));
+}
+
+/// The defaults of a pod spec, for pods and for the pod templates of workloads alike.
+pub fn template_spec(spec: &mut PodSpec) {
     pod_spec(spec);
     let host_network = spec.host_network == Some(true);
     for c in all_containers(spec) {

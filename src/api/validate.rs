@@ -21,6 +21,24 @@ use k8s_openapi::api::core::v1::{PodDNSConfig, PodSecurityContext, PodSpec};
 
 use super::{FieldError, FieldErrors, Pod};
 
+pub use meta::{Scope, labels as label_map};
+
+/// Validates any object's metadata as `ValidateObjectMeta` does, with the kind's name rule.
+pub fn object_meta(
+    meta: &crate::api::ObjectMeta,
+    scope: Scope,
+    name_rule: fn(&str) -> Vec<String>,
+) -> Result<(), FieldErrors> {
+    let mut errs = FieldErrors::default();
+    meta::object_meta_with(meta, "metadata", scope, name_rule, &mut errs);
+    errs.into_result()
+}
+
+/// Validates a pod template's spec (of a Deployment, Job, …) at `path`.
+pub fn template_spec(spec: &PodSpec, path: &str, errs: &mut FieldErrors) {
+    pod_spec(spec, path, errs)
+}
+
 pub use volume::{SUPPORTED_SOURCES as SUPPORTED_VOLUME_SOURCES, source_names as volume_sources};
 
 /// The largest user or group id Kubernetes accepts.

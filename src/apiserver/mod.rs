@@ -10,6 +10,7 @@
 //! Must not touch: containers or anything on a node (only through the fleet link), nor
 //! controller logic: controllers are API clients like any other, inside the hub process.
 
+pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod error;

@@ -10,6 +10,31 @@ use crate::api::{FieldError, FieldErrors, ObjectMeta};
 const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 
 pub(super) fn object_meta(meta: &ObjectMeta, path: &str, errs: &mut FieldErrors) {
+    object_meta_with(
+        meta,
+        path,
+        Scope::Namespaced,
+        names::dns1123_subdomain,
+        errs,
+    )
+}
+
+/// Whether an object lives in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Namespaced,
+    Cluster,
+}
+
+/// `ValidateObjectMeta` for any kind: `name_rule` is the kind's name format (namespaces and
+/// nodes differ from the common subdomain rule).
+pub fn object_meta_with(
+    meta: &ObjectMeta,
+    path: &str,
+    scope: Scope,
+    name_rule: fn(&str) -> Vec<String>,
+    errs: &mut FieldErrors,
+) {
     let name = meta.name.as_deref().unwrap_or_default();
     let generate_name = meta.generate_name.as_deref().unwrap_or_default();
     if !generate_name.is_empty() {
@@ -21,7 +46,7 @@ pub(super) fn object_meta(meta: &ObjectMeta, path: &str, errs: &mut FieldErrors)
         invalid_each(
             &child(path, "generateName"),
             generate_name,
-            names::dns1123_subdomain(&prefix),
+            name_rule(&prefix),
             errs,
         );
     }
@@ -33,21 +58,23 @@ pub(super) fn object_meta(meta: &ObjectMeta, path: &str, errs: &mut FieldErrors)
             );
         }
     } else {
-        invalid_each(
-            &child(path, "name"),
-            name,
-            names::dns1123_subdomain(name),
-            errs,
-        );
+        invalid_each(&child(path, "name"), name, name_rule(name), errs);
     }
-    match meta.namespace.as_deref() {
-        None | Some("") => errs.push(FieldError::required(child(path, "namespace"))),
-        Some(ns) => invalid_each(
+    match (scope, meta.namespace.as_deref()) {
+        (Scope::Namespaced, None | Some("")) => {
+            errs.push(FieldError::required(child(path, "namespace")))
+        }
+        (Scope::Namespaced, Some(ns)) => invalid_each(
             &child(path, "namespace"),
             ns,
             names::dns1123_label(ns),
             errs,
         ),
+        (Scope::Cluster, None | Some("")) => {}
+        (Scope::Cluster, Some(_)) => errs.push(FieldError::forbidden(
+            child(path, "namespace"),
+            "not allowed on this type",
+        )),
     }
     if let Some(labels) = &meta.labels {
         self::labels(labels, &child(path, "labels"), errs);
@@ -58,7 +85,7 @@ pub(super) fn object_meta(meta: &ObjectMeta, path: &str, errs: &mut FieldErrors)
 }
 
 /// Label keys must be qualified names and values valid label values; both errors name the map.
-pub(super) fn labels(labels: &BTreeMap<String, String>, path: &str, errs: &mut FieldErrors) {
+pub fn labels(labels: &BTreeMap<String, String>, path: &str, errs: &mut FieldErrors) {
     for (k, v) in labels {
         invalid_each(path, k, names::qualified_name(k), errs);
         invalid_each(path, v, names::label_value(v), errs);

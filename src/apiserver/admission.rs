@@ -1,0 +1,681 @@
+//! What the API server does to an object between decoding a request and storing it: strict
+//! decoding into the kind's type, defaulting, and validation, as Kubernetes' registry
+//! strategies do (`PrepareForCreate`, `Validate`, `PrepareForUpdate`, `ValidateUpdate`).
+//!
+//! Owns: per-kind rules at the API boundary (which fields a write may change, generation bumps,
+//! status reset on create). Must not touch: storage or other objects (namespace existence and
+//! the like are checked by the handlers, which hold the store).
+use k8s_openapi::api::{apps, autoscaling, batch, core};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, Cause};
+use crate::api::resources::Resource;
+use crate::api::validate::{self, Scope, names};
+use crate::api::{FieldError, FieldErrorKind, FieldErrors, defaults, selector};
+
+/// `fieldValidation`: what to do with fields the schema does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(value: Option<&str>) -> Result<FieldValidation, ApiError> {
+        match value {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter must be one of Ignore, Warn or Strict, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A decoded, defaulted and validated object ready to store, with warnings for the client.
+pub struct Admitted {
+    pub object: Value,
+    pub warnings: Vec<String>,
+}
+
+fn name_of(obj: &Value) -> String {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Field errors as a 422 `Invalid` Status.
+pub fn invalid(resource: &Resource, name: &str, errs: &FieldErrors) -> ApiError {
+    let causes = errs
+        .iter()
+        .map(|e| {
+            let text = e.to_string();
+            let message = text
+                .strip_prefix(&format!("{}: ", e.path))
+                .unwrap_or(&text)
+                .to_string();
+            Cause {
+                reason: cause_reason(&e.kind).to_string(),
+                message,
+                field: e.path.clone(),
+            }
+        })
+        .collect();
+    ApiError::invalid(resource.kind, resource.group, name, causes)
+}
+
+fn cause_reason(kind: &FieldErrorKind) -> &'static str {
+    match kind {
+        FieldErrorKind::Required => "FieldValueRequired",
+        FieldErrorKind::Invalid | FieldErrorKind::Unknown => "FieldValueInvalid",
+        FieldErrorKind::Duplicate => "FieldValueDuplicate",
+        FieldErrorKind::NotSupported => "FieldValueNotSupported",
+        FieldErrorKind::Forbidden => "FieldValueForbidden",
+        FieldErrorKind::TooLong => "FieldValueTooLong",
+        FieldErrorKind::NotFound => "FieldValueNotFound",
+    }
+}
+
+/// Decodes `doc` as `T`. Unknown fields fail under Strict (400, as Kubernetes' strict decoding),
+/// become warnings under Warn and are dropped silently under Ignore; wrongly typed values are
+/// always a 400.
+fn decode<T: DeserializeOwned + Serialize>(
+    resource: &Resource,
+    doc: &Value,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> Result<T, ApiError> {
+    match crate::api::decode::strict::<T>(doc.clone()) {
+        Ok(obj) => Ok(obj),
+        Err(errs) => {
+            let (unknown, other): (Vec<FieldError>, Vec<FieldError>) = errs
+                .0
+                .into_iter()
+                .partition(|e| e.kind == FieldErrorKind::Unknown);
+            if let Some(e) = other.first() {
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    resource.kind, resource.version, resource.kind
+                )));
+            }
+            let unknown: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+            if validation == FieldValidation::Strict {
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    unknown.join(", ")
+                )));
+            }
+            if validation == FieldValidation::Warn {
+                warnings.extend(unknown);
+            }
+            // Serde skipped the unknown fields; decode again without reporting them.
+            serde_json::from_value::<T>(doc.clone()).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    resource.kind, resource.version, resource.kind
+                ))
+            })
+        }
+    }
+}
+
+fn to_value<T: Serialize>(obj: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(obj).map_err(|e| ApiError::internal(format!("encoding: {e}")))
+}
+
+/// The name format each kind's names must follow.
+fn name_rule(resource: &Resource) -> fn(&str) -> Vec<String> {
+    match resource.kind {
+        "Namespace" => names::dns1123_label,
+        _ => names::dns1123_subdomain,
+    }
+}
+
+fn scope(resource: &Resource) -> Scope {
+    if resource.namespaced {
+        Scope::Namespaced
+    } else {
+        Scope::Cluster
+    }
+}
+
+/// Decodes, defaults and validates a new object. `doc` already carries its namespace and name.
+pub fn admit_create(
+    resource: &Resource,
+    doc: &Value,
+    validation: FieldValidation,
+) -> Result<Admitted, ApiError> {
+    let mut warnings = Vec::new();
+    let name = name_of(doc);
+    let mut errs = FieldErrors::default();
+    let mut object = typed_defaults(resource, doc, validation, &mut warnings, &mut errs)?;
+    if let Some(meta) = object.get("metadata").cloned()
+        && let Ok(meta) = serde_json::from_value::<crate::api::ObjectMeta>(meta)
+        && let Err(e) = validate::object_meta(&meta, scope(resource), name_rule(resource))
+    {
+        // A pod's metadata is validated with its spec below; report it once.
+        if resource.kind != "Pod" {
+            errs.extend(e.0);
+        }
+    }
+    if !errs.is_empty() {
+        return Err(invalid(resource, &name, &errs));
+    }
+    prepare_for_create(resource, &mut object);
+    Ok(Admitted { object, warnings })
+}
+
+/// Decodes, defaults and validates a replacement of `old`; `status` says which half the write
+/// may change (the object's status subresource, or everything else).
+pub fn admit_update(
+    resource: &Resource,
+    old: &Value,
+    doc: &Value,
+    validation: FieldValidation,
+    status: bool,
+) -> Result<Admitted, ApiError> {
+    let mut warnings = Vec::new();
+    let name = name_of(doc);
+    let mut errs = FieldErrors::default();
+    let mut object = typed_defaults(resource, doc, validation, &mut warnings, &mut errs)?;
+    if let Some(meta) = object.get("metadata").cloned()
+        && let Ok(meta) = serde_json::from_value::<crate::api::ObjectMeta>(meta)
+        && let Err(e) = validate::object_meta(&meta, scope(resource), name_rule(resource))
+        && resource.kind != "Pod"
+    {
+        errs.extend(e.0);
+    }
+    if resource.kind == "Pod" && !status {
+        pod_update_rules(old, &object, &mut errs);
+    }
+    if !errs.is_empty() {
+        return Err(invalid(resource, &name, &errs));
+    }
+    prepare_for_update(resource, old, &mut object, status);
+    Ok(Admitted { object, warnings })
+}
+
+/// Strict decoding, the kind's defaults and its own validation (beyond metadata).
+fn typed_defaults(
+    resource: &Resource,
+    doc: &Value,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+    errs: &mut FieldErrors,
+) -> Result<Value, ApiError> {
+    macro_rules! plain {
+        ($t:ty) => {{
+            let obj: $t = decode(resource, doc, validation, warnings)?;
+            to_value(&obj)
+        }};
+    }
+    macro_rules! workload {
+        ($t:ty, $template:expr) => {{
+            let mut obj: $t = decode(resource, doc, validation, warnings)?;
+            if let Some(spec) = obj.spec.as_mut() {
+                let (template, path, selector_labels) = $template(spec);
+                if let Some(template) = template {
+                    let pod_spec: &mut core::v1::PodSpec = template;
+                    defaults::template_spec(pod_spec);
+                    validate::template_spec(pod_spec, path, errs);
+                }
+                if let Some((selector, labels, path)) = selector_labels {
+                    selector_matches_template(selector, labels, path, errs);
+                }
+            } else {
+                errs.push(FieldError::required("spec"));
+            }
+            to_value(&obj)
+        }};
+    }
+    match resource.kind {
+        "Pod" => {
+            let mut pod: core::v1::Pod = decode(resource, doc, validation, warnings)?;
+            defaults::pod(&mut pod);
+            if let Err(e) = validate::pod(&pod) {
+                errs.extend(e.0);
+            }
+            to_value(&pod)
+        }
+        "Namespace" => {
+            let mut ns: core::v1::Namespace = decode(resource, doc, validation, warnings)?;
+            let spec = ns.spec.get_or_insert_with(Default::default);
+            spec.finalizers
+                .get_or_insert_with(|| vec!["kubernetes".to_string()]);
+            to_value(&ns)
+        }
+        "Node" => plain!(core::v1::Node),
+        "Event" => plain!(core::v1::Event),
+        "ConfigMap" => plain!(core::v1::ConfigMap),
+        "Secret" => {
+            let mut secret: core::v1::Secret = decode(resource, doc, validation, warnings)?;
+            secret.type_.get_or_insert_with(|| "Opaque".to_string());
+            to_value(&secret)
+        }
+        "Service" => {
+            let mut svc: core::v1::Service = decode(resource, doc, validation, warnings)?;
+            let spec = svc.spec.get_or_insert_with(Default::default);
+            spec.type_.get_or_insert_with(|| "ClusterIP".to_string());
+            spec.session_affinity
+                .get_or_insert_with(|| "None".to_string());
+            to_value(&svc)
+        }
+        "ReplicaSet" => workload!(apps::v1::ReplicaSet, replica_set_parts),
+        "Deployment" => workload!(apps::v1::Deployment, deployment_parts),
+        "DaemonSet" => workload!(apps::v1::DaemonSet, daemon_set_parts),
+        "StatefulSet" => workload!(apps::v1::StatefulSet, stateful_set_parts),
+        "Job" => workload!(batch::v1::Job, job_parts),
+        "CronJob" => workload!(batch::v1::CronJob, cron_job_parts),
+        "HorizontalPodAutoscaler" => {
+            let hpa: autoscaling::v2::HorizontalPodAutoscaler =
+                decode(resource, doc, validation, warnings)?;
+            if let Some(spec) = &hpa.spec {
+                if spec.max_replicas < 1 {
+                    errs.push(FieldError::invalid(
+                        "spec.maxReplicas",
+                        spec.max_replicas.to_string(),
+                        "must be greater than or equal to 1",
+                    ));
+                }
+                if let Some(min) = spec.min_replicas
+                    && min > spec.max_replicas
+                {
+                    errs.push(FieldError::invalid(
+                        "spec.minReplicas",
+                        min.to_string(),
+                        "must be less than or equal to maxReplicas",
+                    ));
+                }
+            } else {
+                errs.push(FieldError::required("spec"));
+            }
+            to_value(&hpa)
+        }
+        other => Err(ApiError::internal(format!(
+            "no admission rules for {other}"
+        ))),
+    }
+}
+
+/// A workload's template spec, where its errors are reported, and its selector with the
+/// template labels it must select.
+type Parts<'a> = (
+    Option<&'a mut core::v1::PodSpec>,
+    &'static str,
+    Option<(
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+        Option<std::collections::BTreeMap<String, String>>,
+        &'static str,
+    )>,
+);
+
+fn replica_set_parts(s: &mut apps::v1::ReplicaSetSpec) -> Parts<'_> {
+    s.replicas.get_or_insert(1);
+    let labels = s
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone());
+    let selector = s.selector.clone();
+    (
+        s.template.as_mut().and_then(|t| t.spec.as_mut()),
+        "spec.template.spec",
+        Some((Some(selector), labels, "spec.template.metadata.labels")),
+    )
+}
+
+fn deployment_parts(s: &mut apps::v1::DeploymentSpec) -> Parts<'_> {
+    s.replicas.get_or_insert(1);
+    s.revision_history_limit.get_or_insert(10);
+    s.progress_deadline_seconds.get_or_insert(600);
+    let strategy = s.strategy.get_or_insert_with(Default::default);
+    strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        ru.max_surge
+            .get_or_insert(IntOrString::String("25%".into()));
+        ru.max_unavailable
+            .get_or_insert(IntOrString::String("25%".into()));
+    }
+    let labels = s.template.metadata.as_ref().and_then(|m| m.labels.clone());
+    let selector = s.selector.clone();
+    (
+        s.template.spec.as_mut(),
+        "spec.template.spec",
+        Some((Some(selector), labels, "spec.template.metadata.labels")),
+    )
+}
+
+fn daemon_set_parts(s: &mut apps::v1::DaemonSetSpec) -> Parts<'_> {
+    s.revision_history_limit.get_or_insert(10);
+    let labels = s.template.metadata.as_ref().and_then(|m| m.labels.clone());
+    let selector = s.selector.clone();
+    (
+        s.template.spec.as_mut(),
+        "spec.template.spec",
+        Some((Some(selector), labels, "spec.template.metadata.labels")),
+    )
+}
+
+fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
+    s.replicas.get_or_insert(1);
+    s.pod_management_policy
+        .get_or_insert_with(|| "OrderedReady".to_string());
+    s.revision_history_limit.get_or_insert(10);
+    let labels = s.template.metadata.as_ref().and_then(|m| m.labels.clone());
+    let selector = s.selector.clone();
+    (
+        s.template.spec.as_mut(),
+        "spec.template.spec",
+        Some((Some(selector), labels, "spec.template.metadata.labels")),
+    )
+}
+
+fn job_parts(s: &mut batch::v1::JobSpec) -> Parts<'_> {
+    s.backoff_limit.get_or_insert(6);
+    s.completions.get_or_insert(1);
+    s.parallelism.get_or_insert(1);
+    s.completion_mode
+        .get_or_insert_with(|| "NonIndexed".to_string());
+    if let Some(t) = s.template.spec.as_mut() {
+        // A Job's pods default to no restarts rather than Always, which Jobs forbid.
+        t.restart_policy.get_or_insert_with(|| "Never".to_string());
+    }
+    (s.template.spec.as_mut(), "spec.template.spec", None)
+}
+
+fn cron_job_parts(s: &mut batch::v1::CronJobSpec) -> Parts<'_> {
+    s.concurrency_policy
+        .get_or_insert_with(|| "Allow".to_string());
+    s.suspend.get_or_insert(false);
+    s.successful_jobs_history_limit.get_or_insert(3);
+    s.failed_jobs_history_limit.get_or_insert(1);
+    let job = s.job_template.spec.get_or_insert_with(Default::default);
+    (
+        job.template.spec.as_mut(),
+        "spec.jobTemplate.spec.template.spec",
+        None,
+    )
+}
+
+/// A workload's selector must be valid, non-empty and select its own template's labels.
+fn selector_matches_template(
+    selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    labels_path: &str,
+    errs: &mut FieldErrors,
+) {
+    let Some(selector) = selector else {
+        errs.push(FieldError::required("spec.selector"));
+        return;
+    };
+    if selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
+    {
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            "{}",
+            "empty selector is invalid for deployment",
+        ));
+        return;
+    }
+    match selector::LabelSelector::from_meta(&selector) {
+        Ok(parsed) => {
+            if !parsed.matches(&labels.unwrap_or_default()) {
+                errs.push(FieldError::invalid(
+                    labels_path,
+                    "",
+                    "`selector` does not match template `labels`",
+                ));
+            }
+        }
+        Err(e) => errs.push(FieldError::invalid("spec.selector", "", e.to_string())),
+    }
+}
+
+/// Which parts of a running pod an update may change, as `ValidatePodUpdate` allows: images,
+/// activeDeadlineSeconds, tolerations (additions) and the terminationGracePeriodSeconds.
+fn pod_update_rules(old: &Value, new: &Value, errs: &mut FieldErrors) {
+    let strip = |spec: Option<&Value>| -> Value {
+        let mut spec = spec.cloned().unwrap_or(Value::Null);
+        for list in ["containers", "initContainers"] {
+            if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                for c in cs {
+                    if let Some(c) = c.as_object_mut() {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        if let Some(s) = spec.as_object_mut() {
+            s.remove("activeDeadlineSeconds");
+            s.remove("tolerations");
+            s.remove("terminationGracePeriodSeconds");
+        }
+        spec
+    };
+    let old_spec = strip(old.get("spec"));
+    let new_spec = strip(new.get("spec"));
+    // Binding sets nodeName once; after that it is as fixed as the rest.
+    let unbound = |mut s: Value| {
+        if let Some(o) = s.as_object_mut() {
+            o.remove("nodeName");
+        }
+        s
+    };
+    let node_changed = old.pointer("/spec/nodeName").is_some_and(|n| !n.is_null())
+        && old.pointer("/spec/nodeName") != new.pointer("/spec/nodeName");
+    if unbound(old_spec) != unbound(new_spec) || node_changed {
+        errs.push(FieldError::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+}
+
+/// Kinds whose spec changes bump `metadata.generation` (everything with a spec).
+fn has_generation(resource: &Resource) -> bool {
+    !matches!(resource.kind, "Event" | "ConfigMap" | "Secret")
+}
+
+fn prepare_for_create(resource: &Resource, obj: &mut Value) {
+    if has_generation(resource) {
+        obj["metadata"]["generation"] = json!(1);
+    }
+    match resource.kind {
+        "Pod" => {
+            let qos = serde_json::from_value::<core::v1::Pod>(obj.clone())
+                .map(|p| {
+                    p.spec
+                        .as_ref()
+                        .map(crate::api::qos::qos_class)
+                        .unwrap_or("BestEffort")
+                        .to_string()
+                })
+                .unwrap_or_else(|_| "BestEffort".to_string());
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        "Namespace" => obj["status"] = json!({"phase": "Active"}),
+        // Status is the controllers' and the nodes' to write; a create starts it empty.
+        "Node" | "Event" | "ConfigMap" | "Secret" => {}
+        _ => {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
+}
+
+fn prepare_for_update(resource: &Resource, old: &Value, obj: &mut Value, status: bool) {
+    if status {
+        // The status subresource changes status only.
+        let mut kept = old.clone();
+        kept["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+        if let (Some(m), Some(new_meta)) = (kept.get_mut("metadata"), obj.get("metadata")) {
+            if let Some(rv) = new_meta.get("resourceVersion") {
+                m["resourceVersion"] = rv.clone();
+            }
+        }
+        *obj = kept;
+        return;
+    }
+    if !matches!(resource.kind, "Event" | "ConfigMap" | "Secret") {
+        obj["status"] = old.get("status").cloned().unwrap_or(Value::Null);
+        if obj["status"].is_null()
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.remove("status");
+        }
+    }
+    // Fields only the server sets survive a client's replacement.
+    for key in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        match old.pointer(&format!("/metadata/{key}")) {
+            Some(v) => obj["metadata"][key] = v.clone(),
+            None => {
+                if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove(key);
+                }
+            }
+        }
+    }
+    if has_generation(resource) {
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let spec_changed = old.get("spec") != obj.get("spec");
+        obj["metadata"]["generation"] = json!(if spec_changed {
+            generation + 1
+        } else {
+            generation
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::resources::by_plural;
+
+    fn pods() -> &'static Resource {
+        by_plural("", "v1", "pods").expect("pods")
+    }
+
+    fn pod(extra: Value) -> Value {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]}
+        });
+        if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_pod_is_defaulted_pending_with_generation_one() {
+        let a = admit_create(pods(), &pod(json!({})), FieldValidation::Strict).unwrap();
+        assert_eq!(a.object["status"]["phase"], "Pending");
+        assert_eq!(a.object["status"]["qosClass"], "BestEffort");
+        assert_eq!(a.object["spec"]["restartPolicy"], "Always");
+        assert_eq!(a.object["metadata"]["generation"], 1);
+    }
+
+    #[test]
+    fn unknown_fields_fail_strict_warn_otherwise() {
+        let mut doc = pod(json!({}));
+        doc["spec"]["containers"][0]["imagee"] = json!("x");
+        let e = admit_create(pods(), &doc, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "strict decoding error: unknown field \"spec.containers[0].imagee\""
+        );
+        let a = admit_create(pods(), &doc, FieldValidation::Warn).unwrap();
+        assert_eq!(
+            a.warnings,
+            vec!["unknown field \"spec.containers[0].imagee\""]
+        );
+        assert!(a.object["spec"]["containers"][0].get("imagee").is_none());
+    }
+
+    #[test]
+    fn invalid_objects_are_422_with_a_cause_per_field() {
+        let mut doc = pod(json!({}));
+        doc["metadata"]["labels"] = json!({"bad key!": "v"});
+        doc["spec"]["containers"][0]["name"] = json!("");
+        let e = admit_create(pods(), &doc, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 422);
+        let fields: Vec<&str> = e.causes.iter().map(|c| c.field.as_str()).collect();
+        assert!(fields.contains(&"metadata.labels"), "{fields:?}");
+        assert!(fields.contains(&"spec.containers[0].name"), "{fields:?}");
+    }
+
+    #[test]
+    fn a_deployment_selector_must_match_its_template() {
+        let deploy = by_plural("apps", "v1", "deployments").unwrap();
+        let doc = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "other"}},
+                             "spec": {"containers": [{"name": "app", "image": "busybox"}]}}
+            }
+        });
+        let e = admit_create(deploy, &doc, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.causes[0].field, "spec.template.metadata.labels");
+        let mut ok = doc.clone();
+        ok["spec"]["template"]["metadata"]["labels"]["app"] = json!("web");
+        let a = admit_create(deploy, &ok, FieldValidation::Strict).unwrap();
+        assert_eq!(a.object["spec"]["replicas"], 1);
+        assert_eq!(
+            a.object["spec"]["template"]["spec"]["restartPolicy"],
+            "Always"
+        );
+    }
+
+    #[test]
+    fn pod_updates_may_change_only_images_and_a_few_fields() {
+        let old = admit_create(pods(), &pod(json!({})), FieldValidation::Strict)
+            .unwrap()
+            .object;
+        let mut image = old.clone();
+        image["spec"]["containers"][0]["image"] = json!("busybox:2");
+        let a = admit_update(pods(), &old, &image, FieldValidation::Strict, false).unwrap();
+        assert_eq!(a.object["metadata"]["generation"], 2);
+        let mut cmd = old.clone();
+        cmd["spec"]["containers"][0]["command"] = json!(["sh"]);
+        let e = admit_update(pods(), &old, &cmd, FieldValidation::Strict, false)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.causes[0].field, "spec");
+    }
+}
