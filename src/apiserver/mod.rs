@@ -10,13 +10,19 @@
 //! Must not touch: containers or anything on a node (only through the fleet link), nor
 //! controller logic: controllers are API clients like any other, inside the hub process.
 
+// `ApiError` carries a Status's details (~150 bytes); it is built at most once per failed
+// request, so boxing it would only add an allocation to every error path.
+#![allow(clippy::result_large_err)]
+
 pub mod admission;
 pub mod auth;
+pub mod conditions;
 pub mod discovery;
 pub mod error;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
+pub mod rest;
 pub mod stream;
 pub mod table;
 pub mod tls;

@@ -10,6 +10,9 @@
 //! through [`NodeLink`]; a node reaches the hub only through [`HubLink`].
 
 pub mod local;
+pub mod registry;
+
+pub use registry::NodeRegistry;
 
 use std::pin::Pin;
 
