@@ -9,6 +9,8 @@
 //! - [`runtime`]: pod sandboxes and containers, run in-process through youki's `libcontainer`.
 //! - [`fleet`]: the hub↔node interface and its carriers.
 //! - [`apiserver`]: the hub's Kubernetes-compatible HTTP API.
+//! - [`controllers`], [`scheduler`]: the hub's control loops.
+//! - [`roles`]: hub, agent and `up` assembled from the subsystems.
 //! - [`agent`]: the kubelet-like role: static pods, the pod reconciler, pod status.
 //! - [`cli`]: the `edgepod` command line, the only place `anyhow` is used.
 
@@ -16,7 +18,10 @@ pub mod agent;
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod controllers;
 pub mod fleet;
 pub mod image;
+pub mod roles;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;

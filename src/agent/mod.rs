@@ -9,10 +9,13 @@
 //! image store's layout (that is [`crate::image`]), or the SQLite schema (that is
 //! [`crate::store`]).
 
+pub mod api_pods;
 pub mod backoff;
 pub mod container_spec;
 pub mod env;
+pub mod node;
 pub mod probe;
+pub mod report;
 pub mod static_pods;
 pub mod status;
 pub mod stop;
@@ -63,8 +66,9 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 
 /// Runs the agent until SIGTERM or SIGINT. Containers keep running when it stops, as with the
 /// kubelet: a restarted agent adopts them.
-pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
-    reaper::become_subreaper();
+/// Makes SIGTERM and SIGINT request a stop (see [`stop_requested`]); shared by every role in
+/// the process so one signal stops them all.
+pub fn install_stop_signals() -> Result<(), AgentError> {
     for sig in [
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,
@@ -80,6 +84,17 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 .map_err(|e| AgentError::Other(format!("sigaction: {e}")))?;
         }
     }
+    Ok(())
+}
+
+/// True once SIGTERM or SIGINT arrived.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    reaper::become_subreaper();
+    install_stop_signals()?;
     std::fs::create_dir_all(&cfg.manifests_dir).map_err(|e| {
         AgentError::Other(format!("manifest dir {}: {e}", cfg.manifests_dir.display()))
     })?;

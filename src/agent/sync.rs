@@ -121,7 +121,9 @@ impl Kubelet {
     pub fn sync_once(&mut self) {
         self.wants_sync();
         self.resync = false;
-        let desired = self.source.pods();
+        let mut desired = self.source.pods();
+        // Pods the hub bound here, as last received (kept in the store across hub outages).
+        desired.extend(super::api_pods::running_set(&self.store));
         self.wanted_probes.clear();
         self.running_ids.clear();
         let containers = self.runtime.list();
@@ -783,10 +785,23 @@ impl Kubelet {
                 .into_iter()
                 .find(|p| p.metadata.uid.as_deref() == Some(uid))
         });
-        let grace_secs = pod
-            .as_ref()
-            .and_then(|p| p.spec.as_ref())
-            .and_then(|s| s.termination_grace_period_seconds)
+        // A deletion from the hub says how long it grants; otherwise the pod's own period.
+        let stored_grace = self
+            .store
+            .list_as::<Pod>("Pod", None, None)
+            .ok()
+            .and_then(|pods| {
+                pods.into_iter()
+                    .find(|p| p.metadata.uid.as_deref() == Some(uid))?
+                    .metadata
+                    .deletion_grace_period_seconds
+            });
+        let grace_secs = stored_grace
+            .or_else(|| {
+                pod.as_ref()
+                    .and_then(|p| p.spec.as_ref())
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
             .unwrap_or(30)
             .max(0);
         self.mark_terminating(uid, grace_secs);

@@ -23,6 +23,7 @@ pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
 pub mod rest;
+pub mod server;
 pub mod stream;
 pub mod table;
 pub mod tls;

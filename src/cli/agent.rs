@@ -34,9 +34,18 @@ pub struct AgentArgs {
     /// Log files kept per container, the live one included.
     #[arg(long, default_value_t = Rotation::default().max_files)]
     pub log_max_files: u32,
+    /// Labels this node registers with, KEY=VALUE[,KEY=VALUE] (e.g. gpu=true,disk=ssd).
+    #[arg(long, default_value = "")]
+    pub node_labels: String,
 }
 
 pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
+    agent::run(config(data_dir, args)?)?;
+    Ok(())
+}
+
+/// The agent's configuration from its flags.
+pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
     let node_name = match args.node_name {
         Some(n) => n,
         None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
@@ -58,6 +67,5 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
             max_files: args.log_max_files,
         },
     };
-    agent::run(cfg)?;
-    Ok(())
+    Ok(cfg)
 }

@@ -8,6 +8,7 @@ mod get;
 mod image;
 mod internal;
 mod logs;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the node agent: static pods from a manifest directory, run through libcontainer.
     Agent(agent::AgentArgs),
+    /// Run the hub: the Kubernetes API that kubectl drives, controllers and the binder.
+    Hub(up::HubArgs),
+    /// Run a hub and a local agent in one process: a one-device cluster.
+    Up(up::UpArgs),
     /// List objects from the local store (`get pods`).
     Get(get::GetArgs),
     /// Show one object in detail with its events (`describe pod NAME`).
@@ -64,6 +69,8 @@ pub fn main() -> ExitCode {
     init_tracing(&cli.command);
     let result = match cli.command {
         Command::Agent(args) => agent::run(&cli.data_dir, args),
+        Command::Hub(args) => up::run_hub(&cli.data_dir, args),
+        Command::Up(args) => up::run_up(&cli.data_dir, args),
         Command::Get(args) => get::run(&cli.data_dir, args),
         Command::Describe(args) => describe::run(&cli.data_dir, args),
         Command::Logs(args) => logs::run(&cli.data_dir, args),
@@ -102,7 +109,7 @@ fn init_tracing(command: &Command) {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(match command {
-            Command::Agent(_) => tracing::Level::INFO,
+            Command::Agent(_) | Command::Hub(_) | Command::Up(_) => tracing::Level::INFO,
             _ => tracing::Level::WARN,
         });
     use tracing_subscriber::layer::SubscriberExt;

@@ -9,6 +9,7 @@
 //! Must not touch: the hub's store or the agent's runtime directly. The hub reaches a node only
 //! through [`NodeLink`]; a node reaches the hub only through [`HubLink`].
 
+pub mod hub;
 pub mod local;
 pub mod registry;
 

@@ -1,0 +1,100 @@
+//! The hub: its store, the API server, controllers, the binder and the desired-pods dispatcher.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::apiserver::rest::ApiState;
+use crate::fleet::NodeRegistry;
+use crate::store::Store;
+
+/// The hub's database, beside (not inside) a local agent's `edgepod.db`.
+pub const HUB_DB: &str = "hub.db";
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The hub's parts, opened and ready to serve.
+pub struct Hub {
+    pub store: Arc<Store>,
+    pub registry: Arc<NodeRegistry>,
+    pub cfg: HubConfig,
+}
+
+impl Hub {
+    pub fn open(cfg: HubConfig) -> Result<Hub, HubError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| HubError::Setup(format!("{}: {e}", cfg.data_dir.display())))?;
+        let store = Arc::new(Store::open(&cfg.data_dir.join(HUB_DB))?);
+        crate::controllers::bootstrap(&store)?;
+        Ok(Hub {
+            store,
+            registry: NodeRegistry::new(),
+            cfg,
+        })
+    }
+
+    /// Serves the API and runs the control loops until `shutdown` completes.
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HubError> {
+        crate::controllers::spawn_all(Arc::clone(&self.store));
+        tokio::spawn(crate::scheduler::run(Arc::clone(&self.store)));
+        tokio::spawn(crate::fleet::hub::dispatch(
+            Arc::clone(&self.store),
+            Arc::clone(&self.registry),
+        ));
+        let state = ApiState {
+            store: Arc::clone(&self.store),
+            nodes: Arc::clone(&self.registry),
+        };
+        let app = crate::apiserver::server::router(state);
+        let listener = tokio::net::TcpListener::bind(self.cfg.listen)
+            .await
+            .map_err(|source| HubError::Listen {
+                addr: self.cfg.listen,
+                source,
+            })?;
+        tracing::info!(addr = %self.cfg.listen, "API server listening");
+        serve(
+            listener,
+            app,
+            &self.cfg.data_dir,
+            &self.cfg.tls_sans,
+            shutdown,
+        )
+        .await
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    data_dir: &Path,
+    sans: &[String],
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
+    let _ = (data_dir, sans);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| HubError::Setup(e.to_string()))
+}

@@ -1,0 +1,58 @@
+//! The in-process carrier: the hub's [`NodeLink`] to the agent running in the same process
+//! (`edgepod up`). Desired pods go straight into the agent's store; streams go to the agent's
+//! stream server.
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::agent::api_pods;
+use crate::fleet::{
+    ByteReader, Duplex, ExecRequest, ExecSession, HubLink, LinkError, LogRequest, NodeLink, PodRef,
+};
+use crate::store::Store;
+
+pub struct LocalNode {
+    pub agent_store: Arc<Store>,
+    pub hub: Arc<dyn HubLink>,
+}
+
+impl NodeLink for LocalNode {
+    fn desired_pods(&self, pods: Vec<Pod>) -> BoxFuture<'static, Result<(), LinkError>> {
+        let store = Arc::clone(&self.agent_store);
+        let hub = Arc::clone(&self.hub);
+        Box::pin(async move {
+            let gone = tokio::task::spawn_blocking(move || api_pods::apply(&store, pods))
+                .await
+                .map_err(|e| LinkError::Failed(e.to_string()))?
+                .map_err(|e| LinkError::Failed(e.to_string()))?;
+            for pod in gone {
+                hub.pod_gone(pod).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn logs(&self, req: LogRequest) -> BoxFuture<'static, Result<ByteReader, LinkError>> {
+        let _ = req;
+        Box::pin(async { Err(LinkError::Failed("logs are not available yet".into())) })
+    }
+
+    fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>> {
+        let _ = req;
+        Box::pin(async { Err(LinkError::Failed("exec is not available yet".into())) })
+    }
+
+    fn port_forward(
+        &self,
+        pod: PodRef,
+        port: u16,
+    ) -> BoxFuture<'static, Result<Box<dyn Duplex>, LinkError>> {
+        let _ = (pod, port);
+        Box::pin(async {
+            Err(LinkError::Failed(
+                "port-forward is not available yet".into(),
+            ))
+        })
+    }
+}
