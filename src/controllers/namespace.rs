@@ -60,7 +60,7 @@ pub fn pass(store: &Store) -> Result<(), StoreError> {
                             .unwrap_or(30);
                         store.update_with(r.kind, &name, &obj_name, |o| {
                             o["metadata"]["deletionTimestamp"] =
-                                crate::apiserver::rest::grace_deadline(grace).into();
+                                crate::api::time::after(grace).into();
                             o["metadata"]["deletionGracePeriodSeconds"] = grace.into();
                             Ok::<_, StoreError>(())
                         })?;

@@ -44,7 +44,7 @@ pub fn pass(store: &Store, now: jiff::Timestamp) -> Result<(), StoreError> {
             continue;
         }
         tracing::warn!(node = %name, "node stopped posting status");
-        let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let stamp = crate::api::time::format(now);
         store.update_with("Node", "", &name, |n| {
             if let Some(list) = n
                 .pointer_mut("/status/conditions")

@@ -21,7 +21,7 @@ pub struct HubConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] Box<crate::store::StoreError>),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -42,8 +42,8 @@ impl Hub {
     pub fn open(cfg: HubConfig) -> Result<Hub, HubError> {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| HubError::Setup(format!("{}: {e}", cfg.data_dir.display())))?;
-        let store = Arc::new(Store::open(&cfg.data_dir.join(HUB_DB))?);
-        crate::controllers::bootstrap(&store)?;
+        let store = Arc::new(Store::open(&cfg.data_dir.join(HUB_DB)).map_err(Box::new)?);
+        crate::controllers::bootstrap(&store).map_err(Box::new)?;
         Ok(Hub {
             store,
             registry: NodeRegistry::new(),

@@ -25,7 +25,7 @@ pub fn run(
 ) -> Result<(), HubError> {
     agent::install_stop_signals().map_err(|e| HubError::Setup(e.to_string()))?;
     let hub = Hub::open(hub_cfg)?;
-    let agent_store = Arc::new(Store::open_in(&agent_cfg.data_dir)?);
+    let agent_store = Arc::new(Store::open_in(&agent_cfg.data_dir).map_err(Box::new)?);
     let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store));
     let node_name = agent_cfg.node_name.clone();
     let data_dir = agent_cfg.data_dir.clone();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::apiserver::conditions::set_pod_condition;
+use crate::api::conditions::set_pod_condition;
 use crate::store::{Store, StoreError};
 
 pub async fn run(store: Arc<Store>) {

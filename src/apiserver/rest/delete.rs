@@ -64,15 +64,6 @@ fn options(q: &Query, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOptions,
     Ok(o)
 }
 
-/// When a graceful deletion started now with `grace` seconds ends, as RFC 3339.
-pub fn grace_deadline(grace: i64) -> String {
-    let now = jiff::Timestamp::now();
-    let at = now
-        .checked_add(jiff::SignedDuration::from_secs(grace.max(0)))
-        .unwrap_or(now);
-    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 pub fn delete(
     state: &ApiState,
     t: &Target,
@@ -147,7 +138,7 @@ fn delete_one(
             .store
             .update_with(resource.kind, ns, name, |obj| {
                 if obj.pointer("/metadata/deletionTimestamp").is_none() {
-                    obj["metadata"]["deletionTimestamp"] = json!(grace_deadline(grace));
+                    obj["metadata"]["deletionTimestamp"] = json!(crate::api::time::after(grace));
                     obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 } else if let Some(old) = obj
                     .pointer("/metadata/deletionGracePeriodSeconds")
@@ -155,7 +146,7 @@ fn delete_one(
                     && grace < old
                 {
                     // A second delete may shorten the grace period, never lengthen it.
-                    obj["metadata"]["deletionTimestamp"] = json!(grace_deadline(grace));
+                    obj["metadata"]["deletionTimestamp"] = json!(crate::api::time::after(grace));
                     obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 }
                 if resource.kind == "Namespace" {

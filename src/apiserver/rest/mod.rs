@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-pub use delete::{finish_deletion, grace_deadline};
+pub use delete::finish_deletion;
 pub use path::Target;
 pub use query::Query;
 

