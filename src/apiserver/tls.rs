@@ -10,6 +10,9 @@ mod pki;
 mod sans;
 mod serve;
 
+#[cfg(test)]
+mod kubectl_test;
+
 use std::path::{Path, PathBuf};
 
 pub use pki::{Pki, RENEW_BEFORE, load_or_create};
