@@ -32,7 +32,8 @@ const SELF_REVIEWS: [(&str, &str); 3] = [
 /// `router.layer(axum::middleware::from_fn_with_state(tokens, auth::middleware))`.
 ///
 /// - No credentials (no header, another scheme, an empty token): the anonymous user on
-///   `/healthz`, `/livez`, `/readyz`, `/version` and their subpaths, 401 elsewhere. A token that is not in the file: 401 everywhere.
+///   `/healthz`, `/livez`, `/readyz`, `/version` and their subpaths, 401 elsewhere. A token
+///   that is not in the file: 401 everywhere.
 ///   The 401 carries no `WWW-Authenticate`, as kube-apiserver's has not since basic auth went;
 ///   kubectl prints `error: You must be logged in to the server (Unauthorized)`.
 /// - A read-only user (see [`super::READ_ONLY_GROUP`]) asking for anything but get, list or
