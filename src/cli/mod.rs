@@ -7,6 +7,7 @@ mod describe;
 mod get;
 mod image;
 mod internal;
+mod kubeconfig;
 mod logs;
 mod up;
 
@@ -44,6 +45,8 @@ pub enum Command {
     Hub(up::HubArgs),
     /// Run a hub and a local agent in one process: a one-device cluster.
     Up(up::UpArgs),
+    /// Print the admin kubeconfig the hub wrote (`DATA_DIR/kubeconfig`).
+    Kubeconfig,
     /// List objects from the local store (`get pods`).
     Get(get::GetArgs),
     /// Show one object in detail with its events (`describe pod NAME`).
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&cli.data_dir, args),
         Command::Hub(args) => up::run_hub(&cli.data_dir, args),
         Command::Up(args) => up::run_up(&cli.data_dir, args),
+        Command::Kubeconfig => kubeconfig::run(&cli.data_dir),
         Command::Get(args) => get::run(&cli.data_dir, args),
         Command::Describe(args) => describe::run(&cli.data_dir, args),
         Command::Logs(args) => logs::run(&cli.data_dir, args),

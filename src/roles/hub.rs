@@ -92,9 +92,37 @@ async fn serve(
     sans: &[String],
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let _ = (data_dir, sans);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| HubError::Setup(e.to_string()))
+    use crate::apiserver::{auth, kubeconfig, tls};
+    let pki = tls::load_or_create(data_dir, sans).map_err(|e| HubError::Setup(e.to_string()))?;
+    let tokens = Arc::new(
+        auth::Tokens::load_or_create(data_dir).map_err(|e| HubError::Setup(e.to_string()))?,
+    );
+    let addr = listener
+        .local_addr()
+        .map_err(|e| HubError::Setup(format!("listener address: {e}")))?;
+    // The admin kubeconfig points at loopback when the API listens on every address, as k3s's
+    // does; remote users copy it and change the server.
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let token = tokens
+        .admin_token()
+        .ok_or_else(|| HubError::Setup(format!("{}: no admin token", tokens.path().display())))?;
+    let path = kubeconfig::write(
+        data_dir,
+        &kubeconfig::server_url(&host, addr.port()),
+        &pki.ca_pem,
+        &token,
+        "edgepod",
+    )
+    .map_err(|e| HubError::Setup(e.to_string()))?;
+    tracing::info!(kubeconfig = %path.display(), ca_sha256 = %pki.ca_fingerprint_sha256, "admin kubeconfig written");
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        tokens,
+        auth::middleware,
+    ));
+    tls::serve(listener, Some(pki.server_config), app, shutdown).await;
+    Ok(())
 }
