@@ -22,6 +22,13 @@ use crate::runtime::{ContainerMeta, ContainerState, CreateRequest, RootfsSource,
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// API latency (create, get, list of N pods), watch fan-out and hub memory, over HTTPS.
+    Api {
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        #[arg(long, default_value_t = 20)]
+        watchers: usize,
+    },
     /// Pod and container start latency, with runc and crun as peers.
     PodStart {
         /// An OCI archive of a busybox image (tests/fixtures/build-busybox-image.sh makes one).
@@ -54,6 +61,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Api { pods, watchers } => super::bench_api::run(pods, watchers),
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
         BenchCommand::Probes {

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod bench_api;
 mod describe;
 mod get;
 mod image;
