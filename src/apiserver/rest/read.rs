@@ -14,24 +14,11 @@ pub fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| {
-            accept.split(',').any(|part| {
-                part.contains("as=Table")
-                    && (part.contains("g=meta.k8s.io") || !part.contains("g="))
-                    && !part.contains("v=v1beta1")
-            })
-        })
+        .is_some_and(table::wants_table)
 }
 
 pub fn include_object(q: &Query) -> Result<IncludeObject, ApiError> {
-    match q.get("includeObject") {
-        None | Some("Metadata") => Ok(IncludeObject::Metadata),
-        Some("None") => Ok(IncludeObject::None),
-        Some("Object") => Ok(IncludeObject::Object),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "includeObject: Unsupported value: {other:?}: supported values: \"Metadata\", \"None\", \"Object\""
-        ))),
-    }
+    Ok(IncludeObject::parse(q.get("includeObject"))?)
 }
 
 pub fn get(state: &ApiState, t: &Target, headers: &HeaderMap) -> Result<Response, ApiError> {
@@ -52,7 +39,11 @@ pub fn get(state: &ApiState, t: &Target, headers: &HeaderMap) -> Result<Response
             std::slice::from_ref(&obj),
             IncludeObject::Metadata,
         );
-        out["metadata"] = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        table::set_list_metadata(&mut out, rv, None, None);
         return Ok(json_response(StatusCode::OK, &out, &[]));
     }
     Ok(json_response(StatusCode::OK, &obj, &[]))
