@@ -5,8 +5,9 @@
 //! ownership for non-apply writes. Must not touch: storage, resourceVersion/uid/timestamps,
 //! defaulting or validation of the result; the handler does those around these calls.
 //!
-//! Files, one concern each: [`json`] (RFC 6902), [`merge`] (RFC 7386). Strategic merge patch
-//! and server-side apply follow.
+//! Files, one concern each: [`json`] (RFC 6902), [`merge`] (RFC 7386), [`strategic`]
+//! (strategic merge patch) over [`strategy_table`] (which lists merge by which key).
+//! Server-side apply follows.
 
 #![allow(
     clippy::result_large_err,
@@ -15,6 +16,8 @@
 
 mod json;
 mod merge;
+mod strategic;
+mod strategy_table;
 
 use serde_json::Value;
 
@@ -75,14 +78,27 @@ pub fn apply_patch(
 ) -> Result<Value, ApiError> {
     check_options(patch_type, opts)?;
     let result = match (patch_type, live) {
-        (PatchType::StrategicMerge | PatchType::Apply, _) => {
+        (PatchType::Apply, _) => {
             return Err(ApiError::unsupported_media_type(
-                "strategic merge patch and apply are not implemented yet",
+                "server-side apply is not implemented yet",
             ));
         }
         (_, None) => return Err(not_found(kind)),
         (PatchType::Json, Some(live)) => json::apply(live, body)?,
         (PatchType::Merge, Some(live)) => merge::apply(live, body)?,
+        (PatchType::StrategicMerge, Some(live)) => {
+            let patch = match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(patch)) => patch,
+                Ok(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "the strategic merge patch must be a JSON object, not {}",
+                        json_type(&other)
+                    )));
+                }
+                Err(e) => return Err(ApiError::bad_request(e.to_string())),
+            };
+            strategic::apply(kind, live, patch)?
+        }
     };
     if !result.is_object() {
         return Err(unprocessable(format!(
