@@ -6,18 +6,23 @@
 //! defaulting or validation of the result; the handler does those around these calls.
 //!
 //! Files, one concern each: [`json`] (RFC 6902), [`merge`] (RFC 7386), [`strategic`]
-//! (strategic merge patch) over [`strategy_table`] (which lists merge by which key).
-//! Server-side apply follows.
+//! (strategic merge patch) over [`strategy_table`] (which lists merge by which key),
+//! server-side apply in [`apply`] over [`walk`] (field sets, comparisons, apply merge),
+//! [`fieldset`] (paths and `fieldsV1`) and [`managed_fields`] (entries and update bookkeeping).
 
 #![allow(
     clippy::result_large_err,
     reason = "ApiError (a whole Status) is the API's error type, built once per failed request"
 )]
 
+mod apply;
+mod fieldset;
 mod json;
+mod managed_fields;
 mod merge;
 mod strategic;
 mod strategy_table;
+mod walk;
 
 use serde_json::Value;
 
@@ -69,6 +74,9 @@ pub struct PatchOptions<'a> {
 /// `kind` is the object's kind ("Pod", "Deployment", …) so strategic merge knows the merge keys.
 /// Returns the new object (JSON). Does not validate the result and does not touch
 /// resourceVersion/uid etc. beyond what the patch says (the caller does that).
+///
+/// Apply records the applier's ownership in `metadata.managedFields` itself; for the other types
+/// the caller records the write with [`track_update`].
 pub fn apply_patch(
     kind: &str,
     live: Option<&Value>,
@@ -78,11 +86,14 @@ pub fn apply_patch(
 ) -> Result<Value, ApiError> {
     check_options(patch_type, opts)?;
     let result = match (patch_type, live) {
-        (PatchType::Apply, _) => {
-            return Err(ApiError::unsupported_media_type(
-                "server-side apply is not implemented yet",
-            ));
-        }
+        (PatchType::Apply, live) => apply::apply(&apply::Request {
+            kind,
+            live,
+            body,
+            manager: opts.field_manager.unwrap_or_default(),
+            force: opts.force,
+            now: &now(),
+        })?,
         (_, None) => return Err(not_found(kind)),
         (PatchType::Json, Some(live)) => json::apply(live, body)?,
         (PatchType::Merge, Some(live)) => merge::apply(live, body)?,
@@ -107,6 +118,18 @@ pub fn apply_patch(
         )));
     }
     Ok(result)
+}
+
+/// Records field ownership for a non-apply write (create/update/patch) by `manager`
+/// (operation "Update"), so later server-side applies see conflicts. Called by the handler on
+/// every write with a fieldManager (kubectl sends e.g. "kubectl-client-side-apply",
+/// "kubectl-label", "kubectl-create"). Not for Apply, which [`apply_patch`] records itself.
+///
+/// `manager` takes every field the write added or changed (from whoever owned it); fields the
+/// write removed are no one's. If `after` carries `managedFields` the client set, they are the
+/// starting point; `[]` resets them; otherwise `before`'s are.
+pub fn track_update(before: Option<&Value>, after: &mut Value, manager: &str) {
+    managed_fields::record_update(before, after, manager, &now());
 }
 
 /// Kubernetes' checks of the patch query options (`ValidatePatchOptions`): 422 on
@@ -196,4 +219,11 @@ fn json_type(v: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
+}
+
+/// `metav1.Time` precision: seconds, UTC.
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
