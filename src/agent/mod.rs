@@ -2,8 +2,9 @@
 //!
 //! Owns: the desired pods of this node (static pods from the manifest directory for now), the
 //! reconcile loop that makes the runtime match them ([`sync`]), restart back-off ([`backoff`]),
-//! translating Pods into runtime specs ([`container_spec`], [`env`], [`volumes`]) and the pod
-//! status written back to the store ([`status`]).
+//! translating Pods into runtime specs ([`container_spec`], [`env`], [`volumes`]), the pod
+//! status written back to the store ([`status`]) and the node's side of logs, exec, attach and
+//! port-forward ([`streams`]).
 //!
 //! Must not touch: cgroup files, namespaces or mounts directly (that is [`crate::runtime`]), the
 //! image store's layout (that is [`crate::image`]), or the SQLite schema (that is
@@ -19,6 +20,7 @@ pub mod report;
 pub mod static_pods;
 pub mod status;
 pub mod stop;
+pub mod streams;
 pub mod sync;
 pub mod volumes;
 

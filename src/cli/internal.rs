@@ -40,6 +40,25 @@ pub enum InternalCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Run a command inside a running container with its streams and a terminal if asked for
+    /// (`kubectl exec`; started by the agent with descriptors 3 to 6 set up, see
+    /// `runtime::exec_interactive`).
+    ExecSession {
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        tty: bool,
+        #[arg(long)]
+        stdin: bool,
+        #[arg(long)]
+        stdout: bool,
+        #[arg(long)]
+        stderr: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Fork shims on request (started once by the agent).
     ShimServer {
         #[arg(long)]
@@ -98,6 +117,25 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
             command,
             std::time::Duration::from_millis(timeout_ms),
         ) as u8),
+        InternalCommand::ExecSession {
+            state_root,
+            id,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+            command,
+        } => {
+            let opts = crate::runtime::exec_interactive::SessionOptions {
+                tty,
+                stdin,
+                stdout,
+                stderr,
+            };
+            ExitCode::from(
+                crate::runtime::exec_interactive::serve(&state_root, &id, opts, command) as u8,
+            )
+        }
         InternalCommand::ShimServer { socket, parent } => {
             ExitCode::from(crate::runtime::zygote::serve(&socket, parent) as u8)
         }

@@ -1,14 +1,17 @@
-//! `edgepod logs POD [-c C] [-f] [--tail N] [--previous] [--timestamps]`.
+//! `edgepod logs POD [-c C] [-f] [--tail N] [--previous] [--timestamps]`: the log the node's
+//! `kubectl logs` would show, picked and read by the same code ([`crate::agent::streams`],
+//! [`crate::runtime::logs`]).
 
-use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::runtime::logs::{self, LogLine};
+use crate::agent::streams;
+use crate::fleet::PodRef;
+use crate::runtime::Runtime;
+use crate::runtime::logs::{self, LogOptions};
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
@@ -56,98 +59,32 @@ pub fn run(data_dir: &Path, args: LogsArgs) -> anyhow::Result<()> {
             names.join(" ")
         ),
     };
-    let status = pod.status.clone().unwrap_or_default();
-    let restart_count = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .chain(status.init_container_statuses.iter().flatten())
-        .find(|s| s.name == container)
-        .map(|s| s.restart_count)
-        .unwrap_or(0) as u32;
-    let attempt = if args.previous {
-        if restart_count == 0 {
-            bail!(
-                "previous terminated container \"{container}\" in pod \"{}\" not found",
-                args.pod
-            );
-        }
-        restart_count - 1
-    } else {
-        restart_count
+    let runtime = Runtime::new(data_dir, Default::default())?;
+    let pod_ref = PodRef {
+        namespace: args.namespace.clone(),
+        name: args.pod.clone(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
     };
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let path = data_dir
-        .join("logs")
-        .join(format!("{}_{}_{uid}", args.namespace, args.pod))
-        .join(&container)
-        .join(format!("{attempt}.log"));
-    let lines = logs::read_all(&path).with_context(|| format!("reading {}", path.display()))?;
-    let shown = if args.tail >= 0 {
-        let n = args.tail as usize;
-        &lines[lines.len().saturating_sub(n)..]
-    } else {
-        &lines[..]
+    let source = streams::log_source(
+        &runtime,
+        &store,
+        "this node",
+        &pod_ref,
+        &container,
+        args.previous,
+    )?;
+    let opts = LogOptions {
+        tail_lines: u64::try_from(args.tail).ok(),
+        timestamps: args.timestamps,
+        ..Default::default()
     };
-    let mut out = std::io::stdout();
-    out.write_all(logs::render(shown, args.timestamps).as_bytes())?;
-    out.flush()?;
-    if args.follow {
-        follow(
-            &path,
-            lines.len(),
-            args.timestamps,
-            &store,
-            &args,
-            &container,
-            &uid,
-        )?;
-    }
-    Ok(())
-}
-
-/// Prints lines as they are appended, until the container terminates or the pod goes away.
-fn follow(
-    path: &Path,
-    mut seen: usize,
-    timestamps: bool,
-    store: &crate::store::Store,
-    args: &LogsArgs,
-    container: &str,
-    uid: &str,
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout();
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let lines: Vec<LogLine> = logs::read_all(path).unwrap_or_default();
-        // Rotation can shrink the file set: never print a line twice, never panic.
-        if lines.len() > seen {
-            out.write_all(logs::render(&lines[seen..], timestamps).as_bytes())?;
-            out.flush()?;
-        }
-        seen = seen.max(lines.len());
-        let pod: Option<Pod> = store.get_as("Pod", &args.namespace, &args.pod)?;
-        let running = pod
-            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
-            .and_then(|p| p.status)
-            .map(|s| {
-                s.container_statuses
-                    .into_iter()
-                    .flatten()
-                    .chain(s.init_container_statuses.into_iter().flatten())
-                    .any(|c| {
-                        c.name == container
-                            && c.state
-                                .is_some_and(|st| st.running.is_some() || st.waiting.is_some())
-                    })
-            })
-            .unwrap_or(false);
-        if !running {
-            let lines = logs::read_all(path).unwrap_or_default();
-            if lines.len() > seen {
-                out.write_all(logs::render(&lines[seen..], timestamps).as_bytes())?;
-            }
-            return Ok(());
-        }
+    let mut go_on = || source.written(&runtime);
+    let follow: Option<&mut dyn FnMut() -> bool> =
+        if args.follow { Some(&mut go_on) } else { None };
+    let mut out = std::io::stdout().lock();
+    match logs::copy(&source.path, &opts, &mut out, follow) {
+        // `edgepod logs … | head` closing the pipe is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.with_context(|| format!("reading {}", source.path.display())),
     }
 }

@@ -114,7 +114,9 @@ fn exec(
         .with_no_new_privs(process.no_new_privileges)
         .with_detach(true)
         .build()
-        .map_err(|e| format!("exec in container {id}: {e}"))?;
+        .map_err(|e| format!("exec in container {id}: {e}"));
+    super::exec_interactive::remove_stale_notify_sockets(&state_root.join(id));
+    let pid = pid?;
     let deadline = Instant::now() + timeout;
     let mut output = Vec::new();
     let mut reader = Some(out_r);

@@ -2,7 +2,8 @@
 //!
 //! Owns: the pod sandbox namespaces ([`sandbox`]), container root filesystems ([`rootfs`]), the
 //! OCI spec ([`spec`]), the per-container monitor ([`shim`]) and the server that forks it
-//! ([`zygote`]), commands run inside containers ([`exec`]), CRI logs ([`logs`]) and the cgroup
+//! ([`zygote`]), commands run inside containers ([`exec`] for probes and hooks,
+//! [`exec_interactive`] for `kubectl exec`), CRI logs ([`logs`]) and the cgroup
 //! facts the agent needs ([`cgroups`]). Never execs runc, crun or containerd.
 //!
 //! Must not touch: Kubernetes objects, the store or images. The agent translates a Pod into a
@@ -14,6 +15,7 @@
 
 pub mod cgroups;
 pub mod exec;
+pub mod exec_interactive;
 pub mod logs;
 pub mod reaper;
 pub mod rootfs;
