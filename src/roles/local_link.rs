@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::agent::api_pods;
+use crate::agent::streams::NodeStreams;
 use crate::fleet::{
     ByteReader, Duplex, ExecRequest, ExecSession, HubLink, LinkError, LogRequest, NodeLink, PodRef,
 };
@@ -15,6 +16,7 @@ use crate::store::Store;
 pub struct LocalNode {
     pub agent_store: Arc<Store>,
     pub hub: Arc<dyn HubLink>,
+    pub streams: NodeStreams,
 }
 
 impl NodeLink for LocalNode {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::hub::{Hub, HubConfig, HubError};
 use super::local_link::LocalNode;
+use crate::agent::streams::NodeStreams;
 use crate::agent::{self, AgentConfig};
 use crate::fleet::HubLink;
 use crate::fleet::hub::HubSide;
@@ -28,22 +29,26 @@ pub fn run(
     let agent_store = Arc::new(Store::open_in(&agent_cfg.data_dir).map_err(Box::new)?);
     let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store));
     let node_name = agent_cfg.node_name.clone();
+    let runtime = crate::runtime::Runtime::new(&agent_cfg.data_dir, agent_cfg.log_rotation)
+        .map_err(|e| HubError::Setup(e.to_string()))?;
+    let streams = NodeStreams::new(runtime, Arc::clone(&agent_store), &node_name);
     let data_dir = agent_cfg.data_dir.clone();
     let agent_thread = std::thread::Builder::new()
         .name("agent".into())
         .spawn(move || agent::run(agent_cfg))
         .map_err(|e| HubError::Setup(format!("starting the agent: {e}")))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| HubError::Setup(format!("tokio: {e}")))?;
-    let result = runtime.block_on(async {
+    let result = tokio_rt.block_on(async {
         hub.registry.connect(
             &node_name,
             Arc::new(LocalNode {
                 agent_store: Arc::clone(&agent_store),
                 hub: Arc::clone(&hub_side),
+                streams,
             }),
         );
         tokio::spawn(agent::report::run(
@@ -57,7 +62,7 @@ pub fn run(
         ));
         hub.run(stop_signal()).await
     });
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    tokio_rt.shutdown_timeout(Duration::from_secs(2));
     match agent_thread.join() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!("agent: {e}"),
