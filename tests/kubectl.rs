@@ -365,10 +365,15 @@ fn chapter_three_with_stock_kubectl() {
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(n), "{ns}");
     }
-    c.ok(&["create", "namespace", "custom-namespace"]);
+    c.apply_yaml(
+        &["create"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: custom-namespace\n",
+    );
     c.apply_yaml(&["create", "-n", "custom-namespace"], KUBIA_MANUAL);
     c.wait_phase("custom-namespace", "kubia-manual", "Running");
-    let missing = c.fails(&["create", "-n", "no-such-ns", "configmap", "x"]);
+    let path = c.dir.path().join("pod-elsewhere.yaml");
+    std::fs::write(&path, KUBIA_MANUAL).unwrap();
+    let missing = c.fails(&["create", "-n", "no-such-ns", "-f", path.to_str().unwrap()]);
     assert!(
         missing.contains("namespaces \"no-such-ns\" not found"),
         "{missing}"
