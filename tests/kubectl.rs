@@ -271,6 +271,20 @@ fn chapter_three_with_stock_kubectl() {
         "{table}"
     );
 
+    // Logs, as the container wrote them.
+    let logs = c.ok(&["logs", "kubia-manual"]);
+    assert_eq!(logs.trim(), "started", "{logs}");
+    let stamped = c.ok(&[
+        "logs",
+        "kubia-manual",
+        "-c",
+        "kubia",
+        "--timestamps",
+        "--tail",
+        "1",
+    ]);
+    assert!(stamped.contains("Z started"), "{stamped}");
+
     // Labels: --show-labels, -L, adding, --overwrite and removal.
     let shown = c.ok(&["get", "po", "--show-labels"]);
     assert!(shown.contains("creation_method=manual,env=prod"), "{shown}");

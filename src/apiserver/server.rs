@@ -61,7 +61,12 @@ async fn route(State(state): State<ApiState>, request: Request) -> Response {
 }
 
 fn not_found() -> Response {
-    ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response()
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+    .into_response()
 }
 
 /// `/api`, `/apis`, `/api/v1`, `/apis/GROUP` and `/apis/GROUP/VERSION`, legacy or aggregated
@@ -75,7 +80,11 @@ fn discovery(path: &str, request: &Request) -> Option<Response> {
         .unwrap_or_default();
     let format = d::negotiate(accept);
     let with_type = |body: serde_json::Value, format: d::DiscoveryFormat| {
-        ([(header::CONTENT_TYPE, format.content_type())], body.to_string()).into_response()
+        (
+            [(header::CONTENT_TYPE, format.content_type())],
+            body.to_string(),
+        )
+            .into_response()
     };
     let path = path.trim_end_matches('/');
     match path.split('/').skip(1).collect::<Vec<_>>().as_slice() {

@@ -36,13 +36,13 @@ impl NodeLink for LocalNode {
     }
 
     fn logs(&self, req: LogRequest) -> BoxFuture<'static, Result<ByteReader, LinkError>> {
-        let _ = req;
-        Box::pin(async { Err(LinkError::Failed("logs are not available yet".into())) })
+        let streams = self.streams.clone();
+        Box::pin(async move { streams.logs(req).await })
     }
 
     fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>> {
-        let _ = req;
-        Box::pin(async { Err(LinkError::Failed("exec is not available yet".into())) })
+        let streams = self.streams.clone();
+        Box::pin(async move { streams.exec(req).await })
     }
 
     fn port_forward(
@@ -50,11 +50,7 @@ impl NodeLink for LocalNode {
         pod: PodRef,
         port: u16,
     ) -> BoxFuture<'static, Result<Box<dyn Duplex>, LinkError>> {
-        let _ = (pod, port);
-        Box::pin(async {
-            Err(LinkError::Failed(
-                "port-forward is not available yet".into(),
-            ))
-        })
+        let streams = self.streams.clone();
+        Box::pin(async move { streams.port_forward(pod, port).await })
     }
 }

@@ -13,17 +13,88 @@ use serde_json::Value;
 use crate::api::conditions::set_pod_condition;
 use crate::store::{Store, StoreError};
 
+/// How often every unbound pod is reconsidered, whatever changed (a node may have become
+/// Ready); between these, only pods and nodes that changed are looked at.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(5);
+
 pub async fn run(store: Arc<Store>) {
     let mut committed = store.subscribe();
+    let mut last = 0u64;
+    let mut next_full = tokio::time::Instant::now();
     loop {
-        if let Err(e) = pass(&store) {
-            tracing::warn!("binder: {e}");
+        let now = tokio::time::Instant::now();
+        let full = now >= next_full || nodes_changed(&store, last);
+        let result = if full {
+            next_full = now + FULL_PASS_EVERY;
+            pass(&store)
+        } else {
+            incremental(&store, last)
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) => tracing::warn!("binder: {e}"),
         }
+        last = store.current_resource_version().unwrap_or(last);
         tokio::select! {
             r = committed.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep_until(next_full) => {}
         }
     }
+}
+
+fn nodes_changed(store: &Store, after: u64) -> bool {
+    store
+        .changes_since("Node", None, after, 1)
+        .map(|c| !c.is_empty())
+        .unwrap_or(true)
+}
+
+/// Binds only the unbound pods written since `after`: on a busy hub a full pass per write
+/// would read every pod each time.
+fn incremental(store: &Store, after: u64) -> Result<(), StoreError> {
+    let changes = match store.changes_since("Pod", None, after, 10_000) {
+        Ok(c) => c,
+        Err(StoreError::Expired { .. }) => return pass(store),
+        Err(e) => return Err(e),
+    };
+    let mut latest: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for c in changes {
+        let key = (
+            c.namespace.clone(),
+            c.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if c.change == crate::store::ChangeType::Deleted {
+            latest.remove(&key);
+        } else {
+            latest.insert(key, c.object);
+        }
+    }
+    let pending: Vec<Value> = latest.into_values().filter(unbound).collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // Per-node load only matters when some node can take a pod.
+    let any_ready = store.list("Node", None, None)?.iter().any(ready);
+    let pods = if any_ready {
+        store.list("Pod", None, None)?
+    } else {
+        Vec::new()
+    };
+    bind_all(store, &pending, &pods)
+}
+
+fn unbound(p: &Value) -> bool {
+    p.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && p.pointer("/metadata/deletionTimestamp").is_none()
+        && !p
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == "Unschedulable"))
 }
 
 fn ready(node: &Value) -> bool {
@@ -42,9 +113,10 @@ fn labels(obj: &Value, pointer: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Every unbound pod, including those already found unschedulable.
 pub fn pass(store: &Store) -> Result<(), StoreError> {
     let pods = store.list("Pod", None, None)?;
-    let pending: Vec<&Value> = pods
+    let pending: Vec<Value> = pods
         .iter()
         .filter(|p| {
             p.pointer("/spec/nodeName")
@@ -52,13 +124,18 @@ pub fn pass(store: &Store) -> Result<(), StoreError> {
                 .is_none_or(str::is_empty)
                 && p.pointer("/metadata/deletionTimestamp").is_none()
         })
+        .cloned()
         .collect();
     if pending.is_empty() {
         return Ok(());
     }
+    bind_all(store, &pending, &pods)
+}
+
+fn bind_all(store: &Store, pending: &[Value], pods: &[Value]) -> Result<(), StoreError> {
     let nodes = store.list("Node", None, None)?;
     let mut load: BTreeMap<String, usize> = BTreeMap::new();
-    for p in &pods {
+    for p in pods {
         if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
             *load.entry(n.to_string()).or_default() += 1;
         }

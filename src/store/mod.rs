@@ -210,6 +210,20 @@ impl Store {
         self.read(|tx| tx.changes_since(kind, namespace, after, limit))
     }
 
+    /// [`Tx::list_raw`] and the resourceVersion it was read at, in one snapshot.
+    pub fn list_raw_at(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<String>, u64), StoreError> {
+        self.read(|tx| {
+            Ok((
+                tx.list_raw(kind, namespace)?,
+                tx.current_resource_version()?,
+            ))
+        })
+    }
+
     /// A consistent list and the resourceVersion it was read at, in one snapshot: what a
     /// Kubernetes list returns, so a watch from that version misses nothing.
     pub fn list_at(

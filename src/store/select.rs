@@ -32,6 +32,15 @@ impl Tx<'_> {
         Ok(out)
     }
 
+    /// The stored JSON text of every object of `kind` (in `namespace`), unparsed: what a list
+    /// without selectors sends as is, so the hub need not decode and re-encode each object.
+    pub fn list_raw(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let (sql, args) = query(kind, namespace, None);
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args), |row| row.get::<_, String>(0))?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
     pub fn list_as<T: DeserializeOwned>(
         &self,
         kind: &str,

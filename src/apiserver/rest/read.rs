@@ -58,6 +58,37 @@ pub fn with_type(t: &Target, mut obj: Value) -> Value {
     obj
 }
 
+/// A whole, unfiltered list written from the stored JSON text without decoding it: the
+/// common `kubectl get -o json` and informer relist, and the most expensive list to decode.
+fn list_raw(state: &ApiState, t: &Target) -> Result<Response, ApiError> {
+    let (items, rv) = state
+        .store
+        .list_raw_at(t.resource.kind, t.namespace.as_deref())
+        .map_err(|e| store_error(t, e))?;
+    let mut body = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 128);
+    body.push_str(&format!(
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[",
+        t.resource.kind,
+        t.resource.api_version()
+    ));
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        // Stored objects always carry their kind (the store stamps it) and the apiVersion
+        // they were admitted with, which is this resource's only version.
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap_or_else(|_| {
+            axum::response::IntoResponse::into_response(ApiError::internal("building a list"))
+        }))
+}
+
 /// Where a continued list resumes: after `start` (namespace/name), at list version `rv`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Continue {
@@ -97,8 +128,16 @@ pub fn list(
     q: &Query,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (mut items, mut rv) = select(state, t, q)?;
     let limit = q.int("limit")?.unwrap_or(0);
+    if limit <= 0
+        && q.get("continue").is_none()
+        && q.get("labelSelector").is_none()
+        && q.get("fieldSelector").is_none()
+        && !wants_table(headers)
+    {
+        return list_raw(state, t);
+    }
+    let (mut items, mut rv) = select(state, t, q)?;
     let mut metadata = serde_json::Map::new();
     if let Some(token) = q.get("continue") {
         let cont: Continue = base64::engine::general_purpose::URL_SAFE_NO_PAD
