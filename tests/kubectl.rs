@@ -170,21 +170,69 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Stops `edgepod up` (SIGTERM) and starts it again on the same data dir and port.
+    fn restart(&mut self) {
+        let port = self.port();
+        stop(&mut self.up);
+        let log = std::fs::File::options()
+            .append(true)
+            .open(self.dir.path().join("up.log"))
+            .unwrap();
+        self.up = Command::new(bin())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--node-name",
+                "pi-1",
+            ])
+            .arg("--manifests")
+            .arg(self.dir.path().join("manifests"))
+            .args(["--node-labels", "disk=ssd"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.wait_for("the API after a restart", 30, || {
+            self.kubectl(&["get", "nodes", "-o", "name"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+
+    fn port(&self) -> u16 {
+        let config = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the kubeconfig names the server's port")
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.up.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.up.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.up.kill();
-        let _ = self.up.wait();
+        stop(&mut self.up);
         // Containers outlive the agent by design; tests leave none behind.
         let _ = Command::new(bin())
             .arg("--data-dir")
@@ -412,4 +460,86 @@ fn chapter_three_with_stock_kubectl() {
     c.ok(&["delete", "all", "--all"]);
     let none = c.ok(&["get", "po", "-o", "name"]);
     assert!(none.trim().is_empty(), "{none}");
+}
+
+const WEB_V1: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox
+        env:
+        - {name: A, value: \"1\"}
+";
+
+#[test]
+fn explain_apply_and_node_labels_across_restarts() {
+    let mut c = Cluster::start();
+
+    // OpenAPI v3 is good enough for explain.
+    let explain = c.ok(&["explain", "pod.spec.containers"]);
+    assert!(
+        explain.contains("FIELD: containers") || explain.contains("FIELDS:"),
+        "{explain}"
+    );
+    assert!(explain.contains("image"), "{explain}");
+
+    // Client-side apply: create, then a three-way patch that adds and removes fields.
+    assert!(
+        c.apply_yaml(&["apply"], WEB_V1)
+            .contains("deployment.apps/web created")
+    );
+    let v2 = WEB_V1.replace("- {name: A, value: \"1\"}", "- {name: B, value: \"2\"}");
+    assert!(
+        c.apply_yaml(&["apply"], &v2)
+            .contains("deployment.apps/web configured")
+    );
+    let env = c.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+    ]);
+    assert_eq!(env, "B");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "2"
+    );
+    // Server-side apply with a field manager.
+    let ssa = c.apply_yaml(
+        &["apply", "--server-side", "--field-manager=ci"],
+        &v2.replace("web\n  template", "web\n  replicas: 2\n  template"),
+    );
+    assert!(ssa.contains("serverside-applied"), "{ssa}");
+
+    // A label put on the node through the API survives restarts of hub and agent.
+    c.ok(&["label", "node", "pi-1", "gpu=true"]);
+    c.restart();
+    c.wait_for("the node to re-register", 30, || {
+        let out = c.kubectl(&[
+            "get",
+            "node",
+            "pi-1",
+            "-o",
+            "jsonpath={.metadata.labels.gpu}",
+        ]);
+        (String::from_utf8_lossy(&out.stdout) == "true").then_some(())
+    });
+    let labels = c.ok(&["get", "node", "pi-1", "--show-labels"]);
+    assert!(labels.contains("disk=ssd"), "{labels}");
 }
