@@ -95,6 +95,7 @@ async fn serve(
                 return;
             }
         }
+        let _ = sink.send(upgrade::normal_close()).await;
         let _ = sink.close().await;
     });
     let status = relay(&mut inbound, protocol, link, req, out.clone()).await;

@@ -5,10 +5,14 @@
 //! stream of byte chunks plus a sink of byte chunks (what the SPDY session runs on). Must not
 //! touch: what flows over them.
 
-use axum::extract::ws::{Message, WebSocket};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::SplitSink;
 use futures_util::{Sink, SinkExt, Stream, StreamExt, future, sink, stream};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -58,13 +62,15 @@ pub fn header_list(headers: &HeaderMap, name: &str) -> Vec<String> {
 pub fn negotiate_stream_protocol(
     headers: &HeaderMap,
     supported: &[&'static str],
-) -> Result<&'static str, Response> {
+) -> Result<&'static str, Box<Response>> {
     let offered = header_list(headers, STREAM_PROTOCOL_VERSION);
     if offered.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "unable to upgrade: {STREAM_PROTOCOL_VERSION} is required"
-        ))
-        .into_response());
+        return Err(Box::new(
+            ApiError::bad_request(format!(
+                "unable to upgrade: {STREAM_PROTOCOL_VERSION} is required"
+            ))
+            .into_response(),
+        ));
     }
     for client in &offered {
         if let Some(found) = supported.iter().find(|s| **s == client.as_str()) {
@@ -81,7 +87,7 @@ pub fn negotiate_stream_protocol(
             HeaderValue::from_static(s),
         );
     }
-    Err(response)
+    Err(Box::new(response))
 }
 
 /// The 101 that switches an HTTP/1.1 connection to SPDY/3.1.
@@ -142,10 +148,61 @@ pub fn websocket_transport(socket: WebSocket) -> (ChunkStream, ChunkSink) {
                 Err(e) => Some(Err(std::io::Error::other(e))),
             })
         });
-    let sink = sink
-        .sink_map_err(std::io::Error::other)
-        .with(|chunk: Bytes| future::ready(Ok::<_, std::io::Error>(Message::Binary(chunk))));
+    let sink = TunnelSink {
+        inner: sink,
+        close_sent: false,
+    };
     (Box::pin(chunks), Box::pin(sink))
+}
+
+/// A close frame with status 1000: client-go reads anything else (even a bare close) as an
+/// error rather than the end of its streams.
+pub fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close_code::NORMAL,
+        reason: "".into(),
+    }))
+}
+
+/// Chunks out as binary messages, ending with a normal close.
+struct TunnelSink {
+    inner: SplitSink<WebSocket, Message>,
+    close_sent: bool,
+}
+
+impl Sink<Bytes> for TunnelSink {
+    type Error = std::io::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready_unpin(cx)
+            .map_err(std::io::Error::other)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, chunk: Bytes) -> Result<(), Self::Error> {
+        self.inner
+            .start_send_unpin(Message::Binary(chunk))
+            .map_err(std::io::Error::other)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_flush_unpin(cx)
+            .map_err(std::io::Error::other)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !self.close_sent {
+            ready!(self.inner.poll_ready_unpin(cx)).map_err(std::io::Error::other)?;
+            self.inner
+                .start_send_unpin(normal_close())
+                .map_err(std::io::Error::other)?;
+            self.close_sent = true;
+        }
+        self.inner
+            .poll_close_unpin(cx)
+            .map_err(std::io::Error::other)
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub async fn port_forward(request: Request, link: Arc<dyn NodeLink>, pod: PodRef
         let protocol =
             match upgrade::negotiate_stream_protocol(&parts.headers, &[PORT_FORWARD_PROTOCOL]) {
                 Ok(p) => p,
-                Err(refused) => return refused,
+                Err(refused) => return *refused,
             };
         let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
             return ApiError::bad_request("unable to upgrade: this connection cannot be upgraded")

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::apiserver::ApiError;
 use crate::apiserver::stream::channel::{ChannelProtocol, Inbound};
+use crate::apiserver::stream::upgrade;
 use crate::fleet::{NodeLink, PodRef};
 
 const READ_CHUNK: usize = 32 * 1024;
@@ -78,6 +79,7 @@ pub async fn serve(
                 return;
             }
         }
+        let _ = sink.send(upgrade::normal_close()).await;
         let _ = sink.close().await;
     });
     let mut to_pods = Vec::with_capacity(ports.len());

@@ -102,6 +102,34 @@ pub enum Frame {
     },
 }
 
+/// A one-line description for logs (payloads left out).
+pub fn summary(frame: &Frame) -> String {
+    match frame {
+        Frame::Data {
+            stream_id,
+            fin,
+            data,
+        } => format!("DATA {stream_id} len={} fin={fin}", data.len()),
+        Frame::SynStream {
+            stream_id,
+            fin,
+            headers,
+            ..
+        } => format!("SYN_STREAM {stream_id} fin={fin} {:?}", headers.0),
+        Frame::SynReply { stream_id, fin, .. } => format!("SYN_REPLY {stream_id} fin={fin}"),
+        Frame::RstStream { stream_id, status } => format!("RST_STREAM {stream_id} status={status}"),
+        Frame::Settings { entries, .. } => format!("SETTINGS {} entries", entries.len()),
+        Frame::Ping { id } => format!("PING {id}"),
+        Frame::GoAway {
+            last_good_stream_id,
+            status,
+        } => format!("GOAWAY last={last_good_stream_id} status={status}"),
+        Frame::Headers { stream_id, fin, .. } => format!("HEADERS {stream_id} fin={fin}"),
+        Frame::WindowUpdate { stream_id, delta } => format!("WINDOW_UPDATE {stream_id} +{delta}"),
+        Frame::Unknown { frame_type } => format!("control type {frame_type}"),
+    }
+}
+
 /// Takes one whole frame off the front of `buf`, or `None` while it is still incomplete.
 pub fn decode(buf: &mut BytesMut, inflater: &mut Inflater) -> Result<Option<Frame>, SpdyError> {
     if buf.len() < 8 {

@@ -159,6 +159,12 @@ pub struct Inflater {
     zlib: Decompress,
 }
 
+impl Default for Inflater {
+    fn default() -> Inflater {
+        Inflater::new()
+    }
+}
+
 impl Inflater {
     pub fn new() -> Inflater {
         Inflater {

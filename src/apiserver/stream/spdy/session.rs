@@ -80,29 +80,35 @@ impl StreamWriter {
             match streams.get_mut(&self.id) {
                 Some(entry) if !entry.local_fin => {
                     entry.local_fin = true;
-                    if entry.remote_fin {
-                        streams.remove(&self.id);
-                    }
                     true
                 }
                 _ => false,
             }
         };
-        if first {
-            let _ = self
-                .send(Frame::Data {
-                    stream_id: self.id,
-                    fin: true,
-                    data: Bytes::new(),
-                })
-                .await;
+        if !first {
+            return;
+        }
+        let _ = self
+            .send(Frame::Data {
+                stream_id: self.id,
+                fin: true,
+                data: Bytes::new(),
+            })
+            .await;
+        // Only once the FIN is queued may the stream leave the table: leaving drops its reset
+        // sender, and a caller racing this against `reset_signal` must not lose the FIN.
+        let mut streams = self.shared.lock();
+        if streams.get(&self.id).is_some_and(|e| e.remote_fin) {
+            streams.remove(&self.id);
         }
     }
 
     /// Abandons the stream both ways (RST_STREAM).
     pub async fn reset(&self, status: u32) {
-        let known = self.shared.lock().remove(&self.id).is_some();
-        if known {
+        let entry = self.shared.lock().remove(&self.id);
+        if let Some(entry) = entry {
+            // Wake this stream's other users before the reset sender goes away with the entry.
+            let _ = entry.reset.send(true);
             let _ = self
                 .send(Frame::RstStream {
                     stream_id: self.id,
@@ -116,11 +122,14 @@ impl StreamWriter {
         *self.reset.borrow()
     }
 
-    /// Resolves once the client resets the stream or the session ends.
+    /// Resolves once the client resets the stream or the session ends; never for a stream
+    /// that simply finished both ways.
     pub async fn reset_signal(&self) {
         let mut reset = self.reset.clone();
-        // An Err means the stream left the table after both FINs: nothing more will come.
-        let _ = reset.wait_for(|r| *r).await;
+        if reset.wait_for(|r| *r).await.is_err() {
+            // The stream left the table after both FINs: no reset will come.
+            std::future::pending::<()>().await;
+        }
     }
 
     async fn send(&self, frame: Frame) -> Result<(), StreamClosed> {
@@ -224,6 +233,7 @@ where
             Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
         }
         while let Some(frame) = frame::decode(&mut buf, &mut inflater)? {
+            tracing::trace!(frame = %frame::summary(&frame), "spdy in");
             let reply = |f: Frame| async move {
                 let _ = out.send(f).await;
             };
@@ -390,6 +400,7 @@ where
         buf.clear();
         let mut next = Some(frame);
         while let Some(frame) = next.take() {
+            tracing::trace!(frame = %frame::summary(&frame), "spdy out");
             if let Err(e) = frame::encode(&frame, &mut deflater, &mut buf) {
                 // Only an oversized frame fails to encode, and none is built that large.
                 tracing::warn!(error = %e, "dropping unencodable spdy frame");
@@ -411,6 +422,7 @@ mod tests {
     use super::*;
     use futures_util::sink;
     use futures_util::stream;
+    use std::time::Duration;
 
     /// A client-side view of the session: frames in, frames out.
     struct Client {
@@ -571,6 +583,36 @@ mod tests {
         drop(client);
         second.writer.reset_signal().await;
         assert!(second.writer.is_reset());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_finished_both_ways_is_not_reset() {
+        let (mut client, mut streams) = start();
+        client.send(syn(1, Some("80")));
+        let mut stream = streams.recv().await.unwrap();
+        client.send(Frame::Data {
+            stream_id: 1,
+            fin: true,
+            data: Bytes::new(),
+        });
+        assert!(stream.data.recv().await.is_none());
+        // A FIN raced against the reset signal (as port-forward does) must still go out.
+        tokio::select! {
+            () = stream.writer.finish() => {}
+            () = stream.writer.reset_signal() => panic!("finishing is not a reset"),
+        }
+        let quiet =
+            tokio::time::timeout(Duration::from_millis(100), stream.writer.reset_signal()).await;
+        assert!(quiet.is_err());
+        let mut frames = Vec::new();
+        while frames.len() < 2 {
+            frames.push(client.recv().await.unwrap());
+        }
+        assert!(frames.contains(&Frame::Data {
+            stream_id: 1,
+            fin: true,
+            data: Bytes::new()
+        }));
     }
 
     #[tokio::test]
