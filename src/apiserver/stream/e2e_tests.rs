@@ -48,12 +48,12 @@ fn kubectl_path() -> PathBuf {
 
 /// What the fake node saw, for assertions.
 #[derive(Default)]
-struct Seen {
-    resizes: Mutex<Vec<TerminalSize>>,
+pub(super) struct Seen {
+    pub(super) resizes: Mutex<Vec<TerminalSize>>,
     /// Exec sessions whose hub side let go (client gone or session done).
     released: AtomicUsize,
     /// Pod-side connections currently open through port-forward.
-    open_pod_conns: Arc<AtomicUsize>,
+    pub(super) open_pod_conns: Arc<AtomicUsize>,
     /// The `Upgrade` header of each streaming request, to prove which transport kubectl used.
     upgrades: Mutex<Vec<String>>,
 }
@@ -130,16 +130,17 @@ impl FakeNode {
             ["tty"] => {
                 let line = format!("tty={}\n", req.tty);
                 let _ = stdout.write_all(line.as_bytes()).await;
-                if let Some(size) = resize.as_mut().and_then(|r| r.try_recv().ok()) {
-                    seen.resizes.lock().unwrap().push(size);
-                }
                 let mut buf = [0u8; 64];
-                // Echo until the client's stdin ends.
-                while let Ok(n) = stdin.read(&mut buf).await {
+                // Echo until the client's stdin ends or it types `q` (a raw terminal sends no
+                // EOF).
+                'echo: while let Ok(n) = stdin.read(&mut buf).await {
                     if n == 0 {
                         break;
                     }
                     let _ = stdout.write_all(&buf[..n]).await;
+                    if buf[..n].contains(&b'q') {
+                        break 'echo;
+                    }
                 }
                 while let Some(size) = resize.as_mut().and_then(|r| r.try_recv().ok()) {
                     seen.resizes.lock().unwrap().push(size);
@@ -296,9 +297,9 @@ async fn port_forward_route(
     super::port_forward(request, link, pod_ref(namespace, name)).await
 }
 
-struct Harness {
-    url: String,
-    seen: Arc<Seen>,
+pub(super) struct Harness {
+    pub(super) url: String,
+    pub(super) seen: Arc<Seen>,
     home: tempfile::TempDir,
 }
 
@@ -321,7 +322,7 @@ fn init_tracing() {
     });
 }
 
-async fn start() -> Harness {
+pub(super) async fn start() -> Harness {
     init_tracing();
     let seen = Arc::new(Seen::default());
     let echo = echo_server(seen.open_pod_conns.clone()).await;
@@ -458,6 +459,61 @@ async fn kubectl_exec_stdin_reaches_the_command_and_eof_ends_it() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// `kubectl exec -it` needs a terminal: util-linux `script` gives it a pseudo-terminal sized
+/// 100×40, whose size kubectl sends on the resize channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_it_runs_a_terminal_and_sends_its_size() {
+    let h = start().await;
+    let kubectl = h.kubectl(&["exec", "-it", "p", "--", "tty"]);
+    let argv: Vec<String> = std::iter::once(kubectl.as_std().get_program())
+        .chain(kubectl.as_std().get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let inner = format!("stty cols 100 rows 40; exec {}", argv.join(" "));
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"])
+        .env("KUBECONFIG", h.home.path().join("no-kubeconfig"))
+        .env("HOME", h.home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .expect("util-linux `script` is needed for a pseudo-terminal");
+    let mut input = child.stdin.take().unwrap();
+    let mut output = child.stdout.take().unwrap();
+    let mut seen_text = String::new();
+    let mut buf = [0u8; 1024];
+    // Type only once the remote side is up: kubectl has its terminal in raw mode by then.
+    while !seen_text.contains("tty=true") {
+        let n = tokio::time::timeout(KUBECTL_TIMEOUT, output.read(&mut buf))
+            .await
+            .expect("no output from kubectl exec -it")
+            .unwrap();
+        assert!(n > 0, "kubectl exited early: {seen_text}");
+        seen_text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    input.write_all(b"abcq").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(KUBECTL_TIMEOUT, output.read_to_end(&mut rest))
+        .await
+        .expect("kubectl exec -it did not end")
+        .unwrap();
+    seen_text.push_str(&String::from_utf8_lossy(&rest));
+    let status = child.wait().await.unwrap();
+    assert!(seen_text.contains("abcq"), "{seen_text:?}");
+    assert_eq!(status.code(), Some(0), "{seen_text:?}");
+    assert!(
+        h.seen.resizes.lock().unwrap().contains(&TerminalSize {
+            width: 100,
+            height: 40
+        }),
+        "{:?}",
+        h.seen.resizes.lock().unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_shows_node_errors() {
     let h = start().await;
@@ -500,7 +556,7 @@ async fn dropping_kubectl_releases_the_exec_session() {
     .await;
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(super) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..100 {
         if done() {
             return;

@@ -30,3 +30,5 @@ pub use query::exec_request_from_query;
 
 #[cfg(test)]
 mod e2e_tests;
+#[cfg(test)]
+mod protocol_tests;
