@@ -400,23 +400,33 @@ impl Harness {
     }
 
     async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = self.kubectl(args);
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().expect("spawn kubectl");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            let input = input.to_vec();
-            tokio::spawn(async move {
-                let _ = pipe.write_all(&input).await;
-            });
-        }
-        tokio::time::timeout(KUBECTL_TIMEOUT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
-            .unwrap()
+        run_with(self.kubectl(args), stdin).await
     }
+}
+
+async fn run_with(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("spawn kubectl");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
+    tokio::time::timeout(KUBECTL_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("kubectl {:?} timed out", cmd_args(&cmd)))
+        .unwrap()
+}
+
+fn cmd_args(cmd: &Command) -> Vec<String> {
+    cmd.as_std()
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -459,10 +469,52 @@ async fn kubectl_exec_stdin_reaches_the_command_and_eof_ends_it() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// kubectl's fallback transport, forced: the same session over SPDY/3.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_over_spdy_when_websockets_are_off() {
+    let h = start().await;
+    let spdy = |args: &'static [&'static str]| {
+        let mut cmd = h.kubectl(args);
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+        cmd
+    };
+    let out = run_with(spdy(&["exec", "p", "--", "greet", "4"]), None).await;
+    assert_eq!(text(&out.stdout), "hello from p\n");
+    assert!(
+        text(&out.stderr).contains("to stderr\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+
+    let big: Vec<u8> = (0..500_000u32).map(|i| (i % 249) as u8).collect();
+    let out = run_with(spdy(&["exec", "-i", "p", "--", "cat"]), Some(&big)).await;
+    assert!(out.stdout == big, "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = run_with(spdy(&["exec", "p", "--", "missing"]), None).await;
+    assert!(
+        text(&out.stderr).contains("container ghost not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(*h.seen.upgrades.lock().unwrap(), ["SPDY/3.1"; 3]);
+}
+
 /// `kubectl exec -it` needs a terminal: util-linux `script` gives it a pseudo-terminal sized
 /// 100×40, whose size kubectl sends on the resize channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_it_runs_a_terminal_and_sends_its_size() {
+    exec_it("true", "websocket").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_it_over_spdy() {
+    exec_it("false", "SPDY/3.1").await;
+}
+
+async fn exec_it(websockets: &str, upgrade: &str) {
     let h = start().await;
     let kubectl = h.kubectl(&["exec", "-it", "p", "--", "tty"]);
     let argv: Vec<String> = std::iter::once(kubectl.as_std().get_program())
@@ -472,6 +524,7 @@ async fn kubectl_exec_it_runs_a_terminal_and_sends_its_size() {
     let inner = format!("stty cols 100 rows 40; exec {}", argv.join(" "));
     let mut cmd = Command::new("script");
     cmd.args(["-qec", &inner, "/dev/null"])
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
         .env("KUBECONFIG", h.home.path().join("no-kubeconfig"))
         .env("HOME", h.home.path())
         .stdin(Stdio::piped())
@@ -512,6 +565,7 @@ async fn kubectl_exec_it_runs_a_terminal_and_sends_its_size() {
         "{:?}",
         h.seen.resizes.lock().unwrap()
     );
+    assert_eq!(*h.seen.upgrades.lock().unwrap(), [upgrade]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

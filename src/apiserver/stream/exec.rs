@@ -5,8 +5,8 @@
 //! followed by a normal close. Dropping the session (client gone, status sent) is how the node
 //! learns to clean up. Must not touch: the query ([`super::query`]) or the node side.
 //!
-//! Not supported: exec over SPDY (kubectl only falls back to it when the WebSocket upgrade
-//! fails), and the v1–v3 protocols (`channel.k8s.io` and friends), which kubectl no longer asks
+//! SPDY requests (kubectl's fallback when the WebSocket upgrade fails) go to [`exec_spdy`]. Not
+//! supported: the v1–v3 protocols (`channel.k8s.io` and friends), which kubectl no longer asks
 //! for.
 
 use std::sync::Arc;
@@ -20,9 +20,10 @@ use bytes::Bytes;
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::channel::{self, ChannelProtocol, Inbound};
+use super::exec_spdy;
 use super::upgrade;
 use crate::apiserver::ApiError;
 use crate::fleet::{
@@ -43,11 +44,7 @@ pub async fn exec(request: Request, link: Arc<dyn NodeLink>, exec: ExecRequest) 
     let (mut parts, _body) = request.into_parts();
     if !upgrade::is_websocket(&parts.headers) {
         if upgrade::is_spdy(&parts.headers) {
-            return ApiError::bad_request(
-                "exec and attach over SPDY are not supported by this server; \
-                 kubectl 1.30 and later use WebSocket (v5.channel.k8s.io)",
-            )
-            .into_response();
+            return exec_spdy::upgrade(&mut parts, link, exec);
         }
         return ApiError::bad_request("Upgrade request required").into_response();
     }
@@ -170,15 +167,7 @@ async fn relay(
             pump(stdout, channel::STDOUT, protocol, &out),
             pump(stderr, channel::STDERR, protocol, &out)
         );
-        match exit.await {
-            Ok(ExecExit::Code(code)) => channel::exit_status(code),
-            Ok(ExecExit::Error(message)) => channel::failure_status(500, "InternalError", &message),
-            Err(_) => channel::failure_status(
-                500,
-                "InternalError",
-                "the node ended the session without an exit status",
-            ),
-        }
+        final_status(exit).await
     };
     let feed = async {
         for message in early {
@@ -195,6 +184,19 @@ async fn relay(
     tokio::select! {
         status = outputs => Some(status),
         () = feed => None,
+    }
+}
+
+/// The error channel's last word, once the command has ended.
+pub(super) async fn final_status(exit: oneshot::Receiver<ExecExit>) -> Vec<u8> {
+    match exit.await {
+        Ok(ExecExit::Code(code)) => channel::exit_status(code),
+        Ok(ExecExit::Error(message)) => channel::failure_status(500, "InternalError", &message),
+        Err(_) => channel::failure_status(
+            500,
+            "InternalError",
+            "the node ended the session without an exit status",
+        ),
     }
 }
 

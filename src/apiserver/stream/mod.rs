@@ -11,7 +11,7 @@
 //!
 //! | subresource | kubectl 1.37 tries first | fallback |
 //! |---|---|---|
-//! | exec, attach | WebSocket `v5.channel.k8s.io` (also `v4.channel.k8s.io`, `v4.base64.channel.k8s.io`) | SPDY: answered 400, not supported |
+//! | exec, attach | WebSocket `v5.channel.k8s.io` (also `v4.channel.k8s.io`, `v4.base64.channel.k8s.io`) | `Upgrade: SPDY/3.1`, `v4.channel.k8s.io` |
 //! | portforward | WebSocket `SPDY/3.1+portforward.k8s.io` (SPDY tunnelled in binary messages) | `Upgrade: SPDY/3.1`, `portforward.k8s.io` |
 //!
 //! Port forwarding also accepts the older WebSocket channel protocol (`v4.channel.k8s.io`,
@@ -19,6 +19,7 @@
 
 pub mod channel;
 pub mod exec;
+mod exec_spdy;
 pub mod portforward;
 pub mod query;
 pub mod spdy;

@@ -1,7 +1,7 @@
 //! The protocols kubectl 1.37 does not exercise, driven by a plain WebSocket client against the
 //! e2e harness: exec over v4 and v4 base64, v5's resize and stdin close without a terminal, the
-//! older port-forward channels, and the refusals (wrong sub-protocol, no upgrade, SPDY exec,
-//! SPDY without a shared protocol version).
+//! older port-forward channels, and the refusals (wrong sub-protocol, no upgrade, SPDY without a
+//! shared protocol version).
 //!
 //! Owns: nothing but these tests. Must not touch: the harness's fake node
 //! ([`super::e2e_tests`]).
@@ -173,11 +173,11 @@ async fn exec_refusals() {
     let spdy = [
         ("Connection", "Upgrade"),
         ("Upgrade", "SPDY/3.1"),
-        ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+        ("X-Stream-Protocol-Version", "v3.channel.k8s.io"),
     ];
     let (code, body) = raw_request(&h, "POST", &path, &spdy).await;
-    assert_eq!(code, 400);
-    assert!(body.contains("SPDY"), "{body}");
+    assert_eq!(code, 403);
+    assert!(body.contains("unable to negotiate protocol"), "{body}");
 
     let (code, body) = raw_request(&h, "GET", &format!("{EXEC}?command=ls"), &[]).await;
     assert_eq!(code, 400);
