@@ -108,7 +108,7 @@ async fn relay(
     }
     // Later streams have no place: the session refuses them once this receiver is gone.
     drop(streams);
-    let Some(error) = by_type.remove("error") else {
+    let Some(IncomingStream { writer: error, .. }) = by_type.remove("error") else {
         // The count was reached without an error stream: the client is confused.
         for stream in by_type.into_values() {
             stream.writer.reset(rst::PROTOCOL_ERROR).await;
@@ -117,7 +117,7 @@ async fn relay(
     };
     let session = tokio::select! {
         started = link.exec(req) => started,
-        () = error.writer.reset_signal() => return,
+        () = error.reset_signal() => return,
     };
     let ExecSession {
         stdin,
@@ -129,38 +129,50 @@ async fn relay(
         Ok(session) => session,
         Err(e) => {
             let _ = error
-                .writer
                 .write(Bytes::from(channel::link_error_status(&e)))
                 .await;
-            finish_all(&error, by_type.values()).await;
+            let others: Vec<StreamWriter> = by_type.into_values().map(|s| s.writer).collect();
+            finish_all(&error, &others).await;
             return;
         }
     };
-    let stdout_stream = by_type.remove("stdout");
-    let stderr_stream = by_type.remove("stderr");
+    // Clients send nothing on these; dropping their receivers lets the session discard it.
+    let stdout_stream = by_type.remove("stdout").map(|s| s.writer);
+    let stderr_stream = by_type.remove("stderr").map(|s| s.writer);
     let mut stdin_stream = by_type.remove("stdin");
     let mut resize_stream = by_type.remove("resize");
     let outputs = async {
         tokio::join!(
-            pump(stdout, stdout_stream.as_ref().map(|s| &s.writer)),
-            pump(stderr, stderr_stream.as_ref().map(|s| &s.writer))
+            pump(stdout, stdout_stream.as_ref()),
+            pump(stderr, stderr_stream.as_ref())
         );
         final_status(exit).await
     };
+    // Both inputs are read to their end even when the node has nowhere to put them: an unread
+    // stream would hold up the whole session once its queue fills.
     let feed_stdin = async {
-        if let (Some(mut w), Some(s)) = (stdin, stdin_stream.as_mut()) {
-            while let Some(chunk) = s.data.recv().await {
+        let Some(s) = stdin_stream.as_mut() else {
+            return;
+        };
+        let mut stdin = stdin;
+        while let Some(chunk) = s.data.recv().await {
+            if let Some(w) = stdin.as_mut() {
                 if w.write_all(&chunk).await.is_err() || w.flush().await.is_err() {
-                    return;
+                    stdin = None;
                 }
             }
-            // The client's FIN on stdin is the process's EOF.
+        }
+        // The client's FIN on stdin is the process's EOF.
+        if let Some(mut w) = stdin {
             let _ = w.shutdown().await;
         }
     };
     let feed_resize = async {
-        if let (Some(tx), Some(s)) = (resize, resize_stream.as_mut()) {
-            while let Some(chunk) = s.data.recv().await {
+        let Some(s) = resize_stream.as_mut() else {
+            return;
+        };
+        while let Some(chunk) = s.data.recv().await {
+            if let Some(tx) = &resize {
                 for size in channel::parse_resize(&chunk) {
                     let _ = tx.send(size).await;
                 }
@@ -176,22 +188,24 @@ async fn relay(
         status = outputs => status,
         () = inputs => return,
         // The client reset its error stream or hung up: drop the session.
-        () = error.writer.reset_signal() => return,
+        () = error.reset_signal() => return,
     };
-    let _ = error.writer.write(Bytes::from(status)).await;
-    let rest = [stdout_stream, stderr_stream, stdin_stream, resize_stream];
-    finish_all(&error, rest.iter().flatten()).await;
+    let _ = error.write(Bytes::from(status)).await;
+    let inputs = [stdin_stream, resize_stream].map(|s| s.map(|s| s.writer));
+    let writers: Vec<StreamWriter> = [stdout_stream, stderr_stream]
+        .into_iter()
+        .chain(inputs)
+        .flatten()
+        .collect();
+    finish_all(&error, &writers).await;
 }
 
 /// FIN everywhere, the error stream last: kubectl reads it to the end before it returns.
-async fn finish_all<'a>(
-    error: &IncomingStream,
-    others: impl IntoIterator<Item = &'a IncomingStream>,
-) {
+async fn finish_all(error: &StreamWriter, others: &[StreamWriter]) {
     for stream in others {
-        stream.writer.finish().await;
+        stream.finish().await;
     }
-    error.writer.finish().await;
+    error.finish().await;
 }
 
 /// Copies one output of the command to its stream, then half-closes the stream.

@@ -153,6 +153,9 @@ async fn forward(
         writer: to_client,
         ..
     } = data;
+    // Nothing is read from the error stream; dropping its receiver makes the session discard
+    // anything a client sends there instead of waiting for room.
+    let IncomingStream { writer: error, .. } = error;
     let dial = tokio::select! {
         dialed = link.port_forward(pod.clone(), port) => Some(dialed),
         () = to_client.reset_signal() => None,
@@ -165,7 +168,7 @@ async fn forward(
                 pod.name, pod.uid
             );
             tracing::debug!(%message, "port-forward");
-            let _ = error.writer.write(Bytes::from(message)).await;
+            let _ = error.write(Bytes::from(message)).await;
             to_client.finish().await;
         }
         Some(Ok(conn)) => {
@@ -208,7 +211,7 @@ async fn forward(
             }
         }
     }
-    error.writer.finish().await;
+    error.finish().await;
 }
 
 #[cfg(test)]

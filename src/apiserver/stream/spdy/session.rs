@@ -616,6 +616,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn data_for_a_stream_nobody_reads_is_discarded_not_queued() {
+        let (mut client, mut streams) = start();
+        client.send(syn(1, Some("80")));
+        let IncomingStream { writer, .. } = streams.recv().await.unwrap();
+        for _ in 0..(IN_QUEUE * 4) {
+            client.send(Frame::Data {
+                stream_id: 1,
+                fin: false,
+                data: Bytes::from_static(b"ignored"),
+            });
+        }
+        // The session still serves new streams: the unread one did not wedge the reader.
+        client.send(syn(3, Some("80")));
+        let next = tokio::time::timeout(Duration::from_secs(5), streams.recv()).await;
+        assert_eq!(next.unwrap().unwrap().id, 3);
+        drop(writer);
+    }
+
+    #[tokio::test]
     async fn credits_the_window_as_data_is_taken() {
         let (mut client, mut streams) = start();
         client.send(syn(1, Some("80")));
