@@ -709,7 +709,8 @@ async fn forwards_many_connections(env: &[(&str, &str)], upgrade: &str) {
 
 async fn forwarding_checks(h: &Harness, child: &mut Child, port: u16) {
     eprintln!("step: sequential");
-    for i in 0..5 {
+    // Like `curl` in a loop: one short connection after another on the same session.
+    for i in 0..30 {
         let payload = format!("connection {i}\n").into_bytes();
         assert_eq!(round_trip(port, &payload).await, payload);
     }
