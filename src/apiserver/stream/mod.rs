@@ -16,6 +16,11 @@
 //!
 //! Port forwarding also accepts the older WebSocket channel protocol (`v4.channel.k8s.io`,
 //! `v4.base64.channel.k8s.io` or none, ports from the `ports` query).
+//!
+//! Both transports are HTTP/1.1 upgrades: the server must serve connections with upgrades
+//! enabled (hyper-util's `serve_connection_with_upgrades`, as `axum::serve` does). The session
+//! runs in its own task after the 101; when the client goes away its node session or pod
+//! connections are dropped, which is the node's signal to clean up.
 
 pub mod channel;
 pub mod exec;
