@@ -242,6 +242,22 @@ impl Drop for Cluster {
     }
 }
 
+/// A plain HTTP/1.0 GET on 127.0.0.1:`port`, the response body if any.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()?
+        .contains(" 200 ")
+        .then(|| body.to_string())
+}
+
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -332,6 +348,64 @@ fn chapter_three_with_stock_kubectl() {
         "1",
     ]);
     assert!(stamped.contains("Z started"), "{stamped}");
+
+    // exec: output, exit code, stdin.
+    let out = c.kubectl(&[
+        "exec",
+        "kubia-manual",
+        "--",
+        "sh",
+        "-c",
+        "echo in $(hostname); exit 3",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "in kubia-manual"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cat = Command::new(kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["exec", "-i", "kubia-manual", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"through stdin\n").unwrap();
+    }
+    let echoed = cat.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "through stdin\n");
+
+    // port-forward, then plain HTTP through it, several times.
+    let local = free_port();
+    let mut pf = Command::new(kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["port-forward", "kubia-manual", &format!("{local}:8080")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let body = c.wait_for("port-forward to answer", 20, || {
+        http_get(local, "/hostname")
+    });
+    assert_eq!(body.trim(), "kubia-manual");
+    for _ in 0..5 {
+        assert_eq!(
+            http_get(local, "/hostname").as_deref().map(str::trim),
+            Some("kubia-manual")
+        );
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
 
     // Labels: --show-labels, -L, adding, --overwrite and removal.
     let shown = c.ok(&["get", "po", "--show-labels"]);
