@@ -57,24 +57,8 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-        let up = Command::new(bin())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args([
-                "up",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--node-name",
-                "pi-1",
-            ])
-            .arg("--manifests")
-            .arg(dir.path().join("manifests"))
-            .args(["--node-labels", "disk=ssd"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        std::fs::File::create(dir.path().join("up.log")).unwrap();
+        let up = spawn_up(dir.path(), port);
         let c = Cluster { dir, up };
         c.wait_for("the API and the node", 30, || {
             let out = c.kubectl(&["get", "nodes", "-o", "name"]);
@@ -175,27 +159,7 @@ impl Cluster {
     fn restart(&mut self) {
         let port = self.port();
         stop(&mut self.up);
-        let log = std::fs::File::options()
-            .append(true)
-            .open(self.dir.path().join("up.log"))
-            .unwrap();
-        self.up = Command::new(bin())
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .args([
-                "up",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--node-name",
-                "pi-1",
-            ])
-            .arg("--manifests")
-            .arg(self.dir.path().join("manifests"))
-            .args(["--node-labels", "disk=ssd"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        self.up = spawn_up(self.dir.path(), port);
         self.wait_for("the API after a restart", 30, || {
             self.kubectl(&["get", "nodes", "-o", "name"])
                 .status
@@ -212,6 +176,31 @@ impl Cluster {
             .and_then(|p| p.trim().parse().ok())
             .expect("the kubeconfig names the server's port")
     }
+}
+
+/// `edgepod up` on `dir`, listening on 127.0.0.1:`port`, logging to `dir/up.log`.
+fn spawn_up(dir: &Path, port: u16) -> Child {
+    let log = std::fs::File::options()
+        .append(true)
+        .open(dir.join("up.log"))
+        .unwrap();
+    Command::new(bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-name",
+            "pi-1",
+        ])
+        .arg("--manifests")
+        .arg(dir.join("manifests"))
+        .args(["--node-labels", "disk=ssd"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 fn stop(child: &mut Child) {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::read::{select, with_type};
-use super::{ApiState, Query, Target, decode_body, json_response, store_error};
+use super::{ApiState, Query, Target, decode_body, json_response, meta_field, store_error};
 use crate::api::resources::{RESOURCES, Resource};
 use crate::apiserver::ApiError;
 use crate::store::StoreError;
@@ -239,16 +239,8 @@ fn orphan_or_cascade(
             if !owned {
                 continue;
             }
-            let dep_ns = dep
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let dep_name = dep
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let dep_ns = meta_field(&dep, "namespace").to_string();
+            let dep_name = meta_field(&dep, "name").to_string();
             if orphan {
                 let _ = state.store.update_with(r.kind, &dep_ns, &dep_name, |d| {
                     if let Some(refs) = d
@@ -307,16 +299,8 @@ pub fn finish_deletion(
     if finalizers || ns_finalizers || pod_waiting {
         return Ok(obj);
     }
-    let ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let ns = meta_field(&obj, "namespace").to_string();
+    let name = meta_field(&obj, "name").to_string();
     Ok(state
         .store
         .delete(resource.kind, &ns, &name)?
@@ -339,15 +323,8 @@ pub fn delete_collection(
     let (items, rv) = select(state, t, q)?;
     let mut out = Vec::new();
     for obj in items {
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let ns = Some(meta_field(&obj, "namespace").to_string()).filter(|n| !n.is_empty());
+        let name = meta_field(&obj, "name").to_string();
         match delete_one(state, t.resource, ns.as_deref(), &name, &opts) {
             Ok(v) => out.push(with_type(t, v)),
             Err(e) if e.code == 404 => {}

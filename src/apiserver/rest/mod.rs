@@ -116,6 +116,14 @@ async fn read_body(request: Request) -> Result<(HeaderMap, Vec<u8>), ApiError> {
     Ok((parts.headers, bytes.to_vec()))
 }
 
+/// A `metadata` string field of an object, `""` when absent.
+pub fn meta_field<'a>(obj: &'a Value, key: &str) -> &'a str {
+    obj.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 /// A JSON or YAML request body as a JSON value (kubectl sends JSON; curl users send YAML).
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let content_type = headers
