@@ -21,6 +21,7 @@ pub mod error;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
+pub mod proto;
 pub mod rest;
 pub mod server;
 pub mod stream;
