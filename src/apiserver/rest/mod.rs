@@ -8,6 +8,7 @@ mod logs;
 pub mod path;
 pub mod query;
 mod read;
+mod scale;
 mod watch;
 mod write;
 
@@ -60,6 +61,12 @@ async fn dispatch(state: ApiState, t: Target, request: Request) -> Result<Respon
         (Method::GET, false, None) => read::list(&state, &t, &q, request.headers()),
         (Method::GET, true, None | Some("status")) => read::get(&state, &t, request.headers()),
         (Method::GET, true, Some("log")) => logs::logs(&state, &t, &q).await,
+        (Method::GET, true, Some("scale")) => scale::get(&state, &t),
+        (Method::PUT | Method::PATCH, true, Some("scale")) => {
+            let is_patch = request.method() == Method::PATCH;
+            let (headers, body) = read_body(request).await?;
+            scale::write(&state, &t, &q, &headers, &body, is_patch)
+        }
         (Method::GET | Method::POST, true, Some("exec" | "attach")) => {
             logs::exec(&state, &t, &q, request).await
         }
@@ -130,9 +137,13 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    // kubectl's typed clients (create namespace, create deployment, …) send protobuf.
+    if content_type.contains("protobuf") {
+        return super::proto::decode(body);
+    }
+    if content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})"
         )));
     }
     if body.is_empty() {
