@@ -490,10 +490,18 @@ fn chapter_three_with_stock_kubectl() {
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(n), "{ns}");
     }
+    // Both ways the book creates one: imperatively (kubectl sends protobuf) and from YAML.
+    assert_eq!(
+        c.ok(&["create", "namespace", "custom-namespace"]).trim(),
+        "namespace/custom-namespace created"
+    );
     c.apply_yaml(
         &["create"],
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: custom-namespace\n",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: from-yaml\n",
     );
+    c.ok(&["create", "configmap", "settings", "-n", "from-yaml", "--from-literal=a=b"]);
+    assert_eq!(c.ok(&["get", "cm", "settings", "-n", "from-yaml", "-o", "jsonpath={.data.a}"]), "b");
+    c.ok(&["delete", "namespace", "from-yaml"]);
     c.apply_yaml(&["create", "-n", "custom-namespace"], KUBIA_MANUAL);
     c.wait_phase("custom-namespace", "kubia-manual", "Running");
     let path = c.dir.path().join("pod-elsewhere.yaml");
