@@ -499,8 +499,26 @@ fn chapter_three_with_stock_kubectl() {
         &["create"],
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: from-yaml\n",
     );
-    c.ok(&["create", "configmap", "settings", "-n", "from-yaml", "--from-literal=a=b"]);
-    assert_eq!(c.ok(&["get", "cm", "settings", "-n", "from-yaml", "-o", "jsonpath={.data.a}"]), "b");
+    c.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "from-yaml",
+        "--from-literal=a=b",
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "from-yaml",
+            "-o",
+            "jsonpath={.data.a}"
+        ]),
+        "b"
+    );
     c.ok(&["delete", "namespace", "from-yaml"]);
     c.apply_yaml(&["create", "-n", "custom-namespace"], KUBIA_MANUAL);
     c.wait_phase("custom-namespace", "kubia-manual", "Running");
@@ -551,8 +569,21 @@ spec:
         - {name: A, value: \"1\"}
 ";
 
+const READER: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: reader
+    image: busybox
+    stdin: true
+    command: [\"sh\", \"-c\", \"while read line; do echo got: $line; done\"]
+";
+
 #[test]
-fn explain_apply_and_node_labels_across_restarts() {
+fn explain_apply_attach_and_node_labels_across_restarts() {
     let mut c = Cluster::start();
 
     // OpenAPI v3 is good enough for explain.
@@ -597,6 +628,50 @@ fn explain_apply_and_node_labels_across_restarts() {
         &v2.replace("web\n  template", "web\n  replicas: 2\n  template"),
     );
     assert!(ssa.contains("serverside-applied"), "{ssa}");
+
+    // attach: the main process's output, and its stdin for a container with `stdin: true`.
+    c.apply_yaml(&["create"], READER);
+    c.wait_phase("default", "reader", "Running");
+    let mut attach = Command::new(kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["attach", "-i", "reader"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_pod = attach.stdin.take().unwrap();
+    let mut attached_out = attach.stdout.take().unwrap();
+    let echo = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("got: hello") {
+            match attached_out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    {
+        use std::io::Write;
+        // Until the attach is up, a line may go nowhere: repeat it until the pod answers.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !echo.is_finished() && Instant::now() < deadline {
+            let _ = to_pod.write_all(b"hello\n");
+            let _ = to_pod.flush();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let _ = attach.kill();
+    let _ = attach.wait();
+    let seen = echo.join().unwrap();
+    assert!(seen.contains("got: hello"), "attach saw {seen:?}");
+    assert!(c.ok(&["logs", "reader"]).contains("got: hello"));
+    let refused = c.fails(&["attach", "-i", "web-no-such"]);
+    assert!(refused.contains("not found"), "{refused}");
 
     // A label put on the node through the API survives restarts of hub and agent.
     c.ok(&["label", "node", "pi-1", "gpu=true"]);

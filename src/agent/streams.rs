@@ -198,6 +198,24 @@ impl NodeStreams {
     /// reports a finished attach, when the container exits or the client stops reading;
     /// either way the container runs on.
     fn attach(&self, req: &ExecRequest, target: ContainerInfo) -> Result<ExecSession, LinkError> {
+        // stdin goes to the FIFO the shim made the container's stdin (`stdin: true`); closing
+        // ours leaves the container's open, as the kubelet does without `stdinOnce`.
+        let stdin: Option<crate::fleet::ByteWriter> = if req.stdin {
+            if !target.meta.stdin {
+                return Err(LinkError::BadRequest(format!(
+                    "container {} in pod {} has no stdin to attach to (set stdin: true in its spec)",
+                    target.meta.container_name, target.meta.pod_name
+                )));
+            }
+            let fifo = self.inner.runtime.stdin_fifo(&target.id);
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&fifo)
+                .map_err(|e| LinkError::Failed(format!("{}: {e}", fifo.display())))?;
+            Some(Box::pin(tokio::fs::File::from_std(file)))
+        } else {
+            None
+        };
         let (stdout, out_w) = if req.stdout {
             let (r, w) = pipe_to_async()?;
             (Some(r), Some(w))
@@ -255,7 +273,7 @@ impl NodeStreams {
             let _ = exit_tx.send(ExecExit::Code(0));
         })?;
         Ok(ExecSession {
-            stdin: None,
+            stdin,
             stdout,
             stderr,
             resize: None,

@@ -696,6 +696,7 @@ impl Kubelet {
             image_id: record.digest.as_str().to_string(),
             backoff_exponent,
             sandbox_id: sandbox.id(),
+            stdin: c.stdin.unwrap_or(false),
         };
         if attempt == 0 {
             self.event_for(

@@ -346,6 +346,7 @@ fn bench_meta(dir: &Path, id: &str) -> ContainerMeta {
         image_id: String::new(),
         backoff_exponent: 0,
         sandbox_id: String::new(),
+        stdin: false,
     }
 }
 

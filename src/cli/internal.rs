@@ -28,6 +28,9 @@ pub enum InternalCommand {
         oom_score_adj: i32,
         #[arg(long, default_value = "")]
         cgroups_path: String,
+        /// Give the container a stdin FIFO (the spec's `stdin: true`).
+        #[arg(long)]
+        stdin: bool,
     },
     /// Run a command inside a running container and print the result as JSON.
     Exec {
@@ -91,6 +94,7 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
             log_max_files,
             oom_score_adj,
             cgroups_path,
+            stdin,
         } => {
             let args = ShimArgs {
                 id,
@@ -103,6 +107,7 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
                 },
                 oom_score_adj,
                 cgroups_path,
+                stdin,
             };
             ExitCode::from(shim::run(&args) as u8)
         }

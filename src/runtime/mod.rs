@@ -89,6 +89,9 @@ pub struct ContainerMeta {
     /// The pod sandbox this container was started in; a recreated sandbox starts over.
     #[serde(default)]
     pub sandbox_id: String,
+    /// The container's stdin stays open for `kubectl attach -i` (the spec's `stdin: true`).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 /// Where a container is in its life, as read from the shim's files.
@@ -156,6 +159,11 @@ impl Runtime {
 
     fn state_root(&self) -> PathBuf {
         self.data_dir.join("run").join("libcontainer")
+    }
+
+    /// The FIFO a container with `stdin: true` reads as its stdin (see the shim).
+    pub fn stdin_fifo(&self, id: &str) -> PathBuf {
+        self.bundle(id).join(shim::STDIN_FIFO)
     }
 
     pub fn bundle(&self, id: &str) -> PathBuf {
@@ -233,6 +241,7 @@ impl Runtime {
             rotation: self.rotation,
             oom_score_adj: spec.oom_score_adj,
             cgroups_path: spec.cgroups_path.clone(),
+            stdin: meta.stdin,
         };
         let stdout: Box<dyn std::io::Read> = match zygote::request(&self.zygote_socket(), &args) {
             Ok(stream) => Box::new(stream),
@@ -286,6 +295,7 @@ impl Runtime {
             .arg(args.oom_score_adj.to_string())
             .arg("--cgroups-path")
             .arg(&args.cgroups_path)
+            .args(args.stdin.then_some("--stdin"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(shim_log)

@@ -36,6 +36,31 @@ pub struct ShimArgs {
     pub rotation: Rotation,
     pub oom_score_adj: i32,
     pub cgroups_path: String,
+    /// Give the container a stdin FIFO instead of /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// The FIFO in the bundle that is a `stdin: true` container's stdin.
+pub const STDIN_FIFO: &str = "stdin";
+
+/// The container's stdin: /dev/null, or with `stdin: true` a FIFO in the bundle opened
+/// read-write, so the container never sees end-of-file between attaches (the kubelet keeps
+/// stdin open the same way unless `stdinOnce` is set).
+fn container_stdin(args: &ShimArgs) -> Result<File, String> {
+    if !args.stdin {
+        return File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"));
+    }
+    let fifo = args.bundle.join(STDIN_FIFO);
+    match nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(format!("{}: {e}", fifo.display())),
+    }
+    File::options()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .map_err(|e| format!("{}: {e}", fifo.display()))
 }
 
 /// The shim's first and only line on stdout: how starting went.
@@ -148,7 +173,7 @@ type Started = (StartRecord, OwnedFd, OwnedFd);
 fn start(args: &ShimArgs) -> Result<Started, String> {
     let (stdout_r, stdout_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (stderr_r, stderr_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let stdin = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let stdin = container_stdin(args)?;
     let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::Linux)
         .with_root_path(&args.state_root)
         .map_err(|e| format!("state root {}: {e}", args.state_root.display()))?

@@ -23,6 +23,9 @@ pub async fn run(store: Arc<Store>) {
     let mut next_full = tokio::time::Instant::now();
     loop {
         let now = tokio::time::Instant::now();
+        // Read before the pass: a write landing during the pass is looked at again next time
+        // rather than skipped.
+        let seen_up_to = store.current_resource_version().unwrap_or(last);
         let full = now >= next_full || nodes_changed(&store, last);
         let result = if full {
             next_full = now + FULL_PASS_EVERY;
@@ -34,7 +37,7 @@ pub async fn run(store: Arc<Store>) {
             Ok(()) => {}
             Err(e) => tracing::warn!("binder: {e}"),
         }
-        last = store.current_resource_version().unwrap_or(last);
+        last = seen_up_to;
         tokio::select! {
             r = committed.changed() => if r.is_err() { return },
             _ = tokio::time::sleep_until(next_full) => {}
