@@ -100,6 +100,7 @@ mod tests {
                 image_id: "d".into(),
                 backoff_exponent: exponent,
                 sandbox_id: "s".into(),
+                stdin: false,
             },
             state: ContainerState::Exited(
                 Some(StartRecord {
