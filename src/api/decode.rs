@@ -214,6 +214,16 @@ pub fn pod(file: &str, doc: Value) -> Result<Pod, ManifestError> {
 /// Decodes `doc` as `T`, reporting unknown fields and wrongly typed values together, each with
 /// its path. The caller has checked `apiVersion` and `kind`.
 pub fn strict<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, FieldErrors> {
+    match lenient(doc) {
+        (Some(obj), errs) if errs.is_empty() => Ok(obj),
+        (_, errs) => Err(errs),
+    }
+}
+
+/// Decodes `doc` as `T` once, returning the value when its types are right (unknown fields are
+/// skipped) together with every unknown field and type error found. One decoding serves both
+/// strict and lenient callers, so each type's deserializer is compiled once.
+pub fn lenient<T: serde::de::DeserializeOwned>(doc: Value) -> (Option<T>, FieldErrors) {
     let mut errs = FieldErrors::default();
     let mut unknown = Vec::new();
     let decoded = {
@@ -226,11 +236,10 @@ pub fn strict<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, FieldErro
     };
     errs.extend(unknown.into_iter().map(FieldError::unknown));
     match decoded {
-        Ok(obj) if errs.is_empty() => Ok(obj),
-        Ok(_) => Err(errs),
+        Ok(obj) => (Some(obj), errs),
         Err(e) => {
             errs.push(type_error(&doc, &e));
-            Err(errs)
+            (None, errs)
         }
     }
 }

@@ -90,38 +90,34 @@ fn decode<T: DeserializeOwned + Serialize>(
     validation: FieldValidation,
     warnings: &mut Vec<String>,
 ) -> Result<T, ApiError> {
-    match crate::api::decode::strict::<T>(doc.clone()) {
-        Ok(obj) => Ok(obj),
-        Err(errs) => {
-            let (unknown, other): (Vec<FieldError>, Vec<FieldError>) = errs
-                .0
-                .into_iter()
-                .partition(|e| e.kind == FieldErrorKind::Unknown);
-            if let Some(e) = other.first() {
-                return Err(ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: {e}",
-                    resource.kind, resource.version, resource.kind
-                )));
-            }
-            let unknown: Vec<String> = unknown.iter().map(ToString::to_string).collect();
-            if validation == FieldValidation::Strict {
+    let (decoded, errs) = crate::api::decode::lenient::<T>(doc.clone());
+    let (unknown, other): (Vec<FieldError>, Vec<FieldError>) = errs
+        .0
+        .into_iter()
+        .partition(|e| e.kind == FieldErrorKind::Unknown);
+    let cannot = |detail: String| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {detail}",
+            resource.kind, resource.version, resource.kind
+        ))
+    };
+    if let Some(e) = other.first() {
+        return Err(cannot(e.to_string()));
+    }
+    let unknown: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+    if !unknown.is_empty() {
+        match validation {
+            FieldValidation::Strict => {
                 return Err(ApiError::bad_request(format!(
                     "strict decoding error: {}",
                     unknown.join(", ")
                 )));
             }
-            if validation == FieldValidation::Warn {
-                warnings.extend(unknown);
-            }
-            // Serde skipped the unknown fields; decode again without reporting them.
-            serde_json::from_value::<T>(doc.clone()).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: {e}",
-                    resource.kind, resource.version, resource.kind
-                ))
-            })
+            FieldValidation::Warn => warnings.extend(unknown),
+            FieldValidation::Ignore => {}
         }
     }
+    decoded.ok_or_else(|| cannot("the object could not be decoded".to_string()))
 }
 
 fn to_value<T: Serialize>(obj: &T) -> Result<Value, ApiError> {
