@@ -688,4 +688,19 @@ fn explain_apply_attach_and_node_labels_across_restarts() {
     });
     let labels = c.ok(&["get", "node", "pi-1", "--show-labels"]);
     assert!(labels.contains("disk=ssd"), "{labels}");
+
+    // The pod survived the restart (adopted, not restarted); stop it so nothing outlives the test.
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "reader",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}"
+        ]),
+        "0"
+    );
+    c.ok(&["delete", "pod", "reader"]);
+    let none = c.ok(&["get", "pods", "-o", "name"]);
+    assert!(none.trim().is_empty(), "{none}");
 }
