@@ -140,7 +140,14 @@ fn authentication_and_read_only_tokens() {
         "POST",
         PODS,
         Some(&pod("x", json!({})).to_string()),
-        &["-H", &viewer, "-H", "Content-Type: application/json"],
+        // Over HTTP/2 a refusal sent before the body is read resets the upload's stream.
+        &[
+            "-H",
+            &viewer,
+            "-H",
+            "Content-Type: application/json",
+            "--http1.1",
+        ],
     );
     assert_eq!(denied.code, 403, "{}", denied.text);
     assert_eq!(denied.body["reason"], "Forbidden");
@@ -203,15 +210,9 @@ fn optimistic_concurrency_validation_and_bad_bodies() {
     ] {
         assert!(fields.contains(&f), "{fields:?}");
     }
-    assert!(
-        hub.json(
-            "GET",
-            &format!("{PODS}/Bad_Name"),
-            &json!({}),
-            "application/json"
-        )
-        .code
-            == 404
+    assert_eq!(
+        hub.call("GET", &format!("{PODS}/Bad_Name"), None, &[]).code,
+        404
     );
 
     // Malformed JSON → 400; an unknown field under strict validation → 400; too large → 413.
