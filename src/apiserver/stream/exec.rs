@@ -12,13 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
 use axum::extract::Request;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,21 +47,10 @@ pub async fn exec(request: Request, link: Arc<dyn NodeLink>, exec: ExecRequest) 
         }
         return ApiError::bad_request("Upgrade request required").into_response();
     }
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return ApiError::new(
-                rejection.status().as_u16(),
-                "BadRequest",
-                format!("unable to upgrade: {}", rejection.body_text()),
-            )
-            .into_response();
-        }
+    let (ws, offered) = match upgrade::accept_websocket(&mut parts).await {
+        Ok(accepted) => accepted,
+        Err(response) => return response,
     };
-    let offered: Vec<String> = ws
-        .requested_protocols()
-        .filter_map(|p| p.to_str().ok().map(str::to_string))
-        .collect();
     let Some(protocol) = ChannelProtocol::EXEC
         .into_iter()
         .find(|p| offered.iter().any(|o| o == p.name()))
@@ -83,18 +71,9 @@ async fn serve(
     link: Arc<dyn NodeLink>,
     req: ExecRequest,
 ) {
-    let (mut sink, mut inbound) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(16);
-    // One writer: pumps queue messages, so stdout and stderr interleave by whole chunks.
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(upgrade::normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut inbound) = socket.split();
+    // One writer: streams interleave by whole chunks.
+    let (out, writer) = upgrade::websocket_writer(sink);
     let status = relay(&mut inbound, protocol, link, req, out.clone()).await;
     if let Some(status) = status {
         let _ = out.send(protocol.encode(channel::ERROR, &status)).await;

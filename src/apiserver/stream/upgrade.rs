@@ -205,6 +205,50 @@ impl Sink<Bytes> for TunnelSink {
     }
 }
 
+/// Accepts a WebSocket upgrade and lists the subprotocols the client offered, or the 4xx
+/// Status kube-apiserver answers a malformed upgrade with.
+pub async fn accept_websocket(
+    parts: &mut axum::http::request::Parts,
+) -> Result<(axum::extract::ws::WebSocketUpgrade, Vec<String>), Response> {
+    use axum::extract::FromRequestParts;
+    let ws = axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, &())
+        .await
+        .map_err(|rejection| {
+            ApiError::new(
+                rejection.status().as_u16(),
+                "BadRequest",
+                format!("unable to upgrade: {}", rejection.body_text()),
+            )
+            .into_response()
+        })?;
+    let offered = ws
+        .requested_protocols()
+        .filter_map(|p| p.to_str().ok().map(str::to_string))
+        .collect();
+    Ok((ws, offered))
+}
+
+/// The one writer of a WebSocket: messages queued on the returned sender go out in order
+/// (so streams interleave by whole chunks), then a normal close once every sender is gone.
+pub fn websocket_writer(
+    mut sink: SplitSink<WebSocket, Message>,
+) -> (
+    tokio::sync::mpsc::Sender<Message>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (out, mut out_rx) = tokio::sync::mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            if sink.send(message).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    (out, writer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

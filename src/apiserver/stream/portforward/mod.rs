@@ -9,9 +9,7 @@ mod websocket;
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
 use axum::extract::Request;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Response};
 
 use super::channel::ChannelProtocol;
@@ -54,21 +52,10 @@ pub async fn port_forward(request: Request, link: Arc<dyn NodeLink>, pod: PodRef
         return ApiError::bad_request("Upgrade request required").into_response();
     }
     let ports = websocket::ports_from_query(parts.uri.query().unwrap_or(""));
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return ApiError::new(
-                rejection.status().as_u16(),
-                "BadRequest",
-                format!("unable to upgrade: {}", rejection.body_text()),
-            )
-            .into_response();
-        }
+    let (ws, offered) = match upgrade::accept_websocket(&mut parts).await {
+        Ok(accepted) => accepted,
+        Err(response) => return response,
     };
-    let offered: Vec<String> = ws
-        .requested_protocols()
-        .filter_map(|p| p.to_str().ok().map(str::to_string))
-        .collect();
     if offered.iter().any(|p| p == TUNNEL_PROTOCOL) {
         return ws
             .protocols([TUNNEL_PROTOCOL])

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::SplitStream;
-use futures_util::{SinkExt, StreamExt, future};
+use futures_util::{StreamExt, future};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -71,17 +71,9 @@ pub async fn serve(
     link: Arc<dyn NodeLink>,
     pod: PodRef,
 ) {
-    let (mut sink, mut inbound) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(upgrade::normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut inbound) = socket.split();
+    // One writer: streams interleave by whole chunks.
+    let (out, writer) = upgrade::websocket_writer(sink);
     let mut to_pods = Vec::with_capacity(ports.len());
     let mut forwards = Vec::with_capacity(ports.len());
     for (i, &port) in ports.iter().enumerate() {
