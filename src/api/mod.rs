@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod decode;
 pub mod defaults;
 pub mod errors;
+pub mod names;
 pub mod qos;
 pub mod quantity;
 pub mod resources;

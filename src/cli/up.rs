@@ -16,6 +16,14 @@ pub struct HubArgs {
     /// Extra DNS names or IP addresses for the API server's certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// Seconds a node may go without a heartbeat before it turns Ready=Unknown and is tainted
+    /// unreachable (kube-controller-manager's flag of the same name).
+    #[arg(
+        long = "node-monitor-grace-period",
+        default_value_t = 40,
+        value_name = "SECONDS"
+    )]
+    pub node_monitor_grace_period: u64,
 }
 
 #[derive(Args, Debug)]
@@ -31,6 +39,7 @@ fn hub_config(data_dir: &Path, args: HubArgs) -> HubConfig {
         data_dir: data_dir.to_path_buf(),
         listen: args.listen,
         tls_sans: args.tls_san,
+        node_grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
     }
 }
 

@@ -1,15 +1,25 @@
 //! The hub's control loops. Each watches the store and converges objects towards what their
 //! spec says, the way kube-controller-manager's controllers do.
 //!
-//! Owns: the namespace lifecycle (emptying and removing Terminating namespaces) and node
-//! lifecycle (a node that stops reporting turns Ready=Unknown). Must not touch: HTTP, nodes'
-//! machines (only through the store), or scheduling decisions ([`crate::scheduler`]).
+//! Owns: the namespace and node lifecycles, the workload controllers (ReplicaSet, Deployment,
+//! DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaler) and garbage collection by
+//! ownerReferences. Must not touch: HTTP, nodes' machines (only through the store), or
+//! scheduling decisions ([`crate::scheduler`]).
+//!
+//! Every controller is a `pass(store, now)` function that reads the store, writes what must
+//! change in small transactions, and returns; [`run_loop`] calls it after each burst of writes
+//! and on a period. Passing `now` in (from a [`Clock`]) lets tests step time through schedules,
+//! back-offs and deadlines without waiting.
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod pod_control;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::store::Store;
+use jiff::Timestamp;
+
+use crate::store::{Store, StoreError};
 
 /// The namespaces every cluster has.
 pub const SYSTEM_NAMESPACES: &[&str] =
@@ -34,8 +44,99 @@ pub fn bootstrap(store: &Store) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
+/// Where controllers read the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to: for tests of schedules and deadlines.
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(start)))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(later) = t.checked_add(jiff::SignedDuration::try_from(by).unwrap_or_default()) {
+            *t = later;
+        }
+    }
+
+    pub fn set(&self, to: Timestamp) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the control loops share.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    /// How long a node may go without a heartbeat before it is Ready=Unknown
+    /// (kube-controller-manager's `--node-monitor-grace-period`).
+    pub node_grace: Duration,
+}
+
+impl Context {
+    pub fn new(store: Arc<Store>) -> Context {
+        Context {
+            store,
+            clock: Arc::new(SystemClock),
+            node_grace: node_lifecycle::GRACE,
+        }
+    }
+}
+
+/// Calls `pass` after every burst of committed writes (100 ms after the first settles) and at
+/// least every `period`, until the store's subscription closes. A failing pass is logged and
+/// retried on the next wake-up.
+pub async fn run_loop<F>(name: &'static str, ctx: Context, period: Duration, mut pass: F)
+where
+    F: FnMut(&Store, Timestamp) -> Result<(), StoreError> + Send,
+{
+    let mut committed = ctx.store.subscribe();
+    loop {
+        if let Err(e) = pass(&ctx.store, ctx.clock.now()) {
+            tracing::warn!("{name} controller: {e}");
+        }
+        tokio::select! {
+            r = committed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(period) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Starts every controller on the current tokio runtime.
-pub fn spawn_all(store: Arc<Store>) {
-    tokio::spawn(namespace::run(Arc::clone(&store)));
-    tokio::spawn(node_lifecycle::run(store));
+pub fn spawn_all(ctx: Context) {
+    tokio::spawn(run_loop(
+        "namespace",
+        ctx.clone(),
+        Duration::from_secs(1),
+        |s, _| namespace::pass(s),
+    ));
+    let grace = ctx.node_grace;
+    tokio::spawn(run_loop(
+        "node lifecycle",
+        ctx,
+        Duration::from_secs(5),
+        move |s, now| node_lifecycle::pass(s, now, grace),
+    ));
 }

@@ -1,29 +1,9 @@
 //! Namespace lifecycle: a Terminating namespace has everything in it deleted (pods gracefully,
 //! through their nodes), then its `kubernetes` finalizer cleared and the namespace removed.
-use std::sync::Arc;
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::api::resources::RESOURCES;
 use crate::store::{Store, StoreError};
-
-const PERIOD: Duration = Duration::from_secs(1);
-
-pub async fn run(store: Arc<Store>) {
-    let mut committed = store.subscribe();
-    loop {
-        if let Err(e) = pass(&store) {
-            tracing::warn!("namespace controller: {e}");
-        }
-        tokio::select! {
-            r = committed.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(PERIOD) => {}
-        }
-        // Let a burst of writes settle before the next pass.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn terminating(ns: &Value) -> bool {
     ns.pointer("/metadata/deletionTimestamp").is_some()

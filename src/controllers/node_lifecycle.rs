@@ -1,6 +1,5 @@
 //! Node lifecycle: a node whose heartbeat is older than the grace period is marked
 //! Ready=Unknown, as kube-controller-manager's node lifecycle controller does after 40 s.
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,16 +9,7 @@ use crate::store::{Store, StoreError};
 /// kube-controller-manager's `--node-monitor-grace-period`.
 pub const GRACE: Duration = Duration::from_secs(40);
 
-pub async fn run(store: Arc<Store>) {
-    loop {
-        if let Err(e) = pass(&store, jiff::Timestamp::now()) {
-            tracing::warn!("node lifecycle: {e}");
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-}
-
-pub fn pass(store: &Store, now: jiff::Timestamp) -> Result<(), StoreError> {
+pub fn pass(store: &Store, now: jiff::Timestamp, grace: Duration) -> Result<(), StoreError> {
     for node in store.list("Node", None, None)? {
         let name = node["metadata"]["name"]
             .as_str()
@@ -38,7 +28,7 @@ pub fn pass(store: &Store, now: jiff::Timestamp) -> Result<(), StoreError> {
             .as_str()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok());
         let stale = beat.is_none_or(|b| {
-            now.duration_since(b) > jiff::SignedDuration::from_secs(GRACE.as_secs() as i64)
+            now.duration_since(b) > jiff::SignedDuration::from_secs(grace.as_secs() as i64)
         });
         if !stale {
             continue;

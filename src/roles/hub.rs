@@ -16,6 +16,8 @@ pub struct HubConfig {
     pub listen: SocketAddr,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// See [`crate::controllers::Context::node_grace`].
+    pub node_grace: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,9 @@ impl Hub {
         &self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), HubError> {
-        crate::controllers::spawn_all(Arc::clone(&self.store));
+        let mut ctx = crate::controllers::Context::new(Arc::clone(&self.store));
+        ctx.node_grace = self.cfg.node_grace;
+        crate::controllers::spawn_all(ctx);
         tokio::spawn(crate::scheduler::run(Arc::clone(&self.store)));
         tokio::spawn(crate::fleet::hub::dispatch(
             Arc::clone(&self.store),

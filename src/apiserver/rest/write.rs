@@ -94,32 +94,6 @@ fn meta_str<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Five characters from the alphabet Kubernetes uses for generated names (no vowels, no
-/// look-alikes), from the OS's randomness.
-fn name_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut bytes = [0u8; 5];
-    if getrandom_fill(&mut bytes).is_err() {
-        // No /dev/urandom: the clock still makes a collision unlikely, and create retries on one.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (nanos >> (i * 5)) as u8;
-        }
-    }
-    bytes
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
-}
-
 pub fn create(
     state: &ApiState,
     t: &Target,
@@ -152,7 +126,7 @@ pub fn create(
             let prefix = meta_str(&doc, "generateName")
                 .unwrap_or_default()
                 .to_string();
-            doc["metadata"]["name"] = Value::String(format!("{prefix}{}", name_suffix()));
+            doc["metadata"]["name"] = Value::String(crate::api::names::generate(&prefix));
         }
         let admission::Admitted {
             mut object,
