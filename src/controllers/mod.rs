@@ -10,9 +10,18 @@
 //! change in small transactions, and returns; [`run_loop`] calls it after each burst of writes
 //! and on a period. Passing `now` in (from a [`Clock`]) lets tests step time through schedules,
 //! back-offs and deadlines without waiting.
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
+pub mod garbage_collector;
+pub mod horizontal;
+pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_control;
+pub mod replicaset;
+pub mod statefulset;
+pub mod taint_eviction;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,6 +141,25 @@ pub fn spawn_all(ctx: Context) {
         Duration::from_secs(1),
         |s, _| namespace::pass(s),
     ));
+    // The workload controllers: each one's period bounds how late a time-driven step (a
+    // back-off, a deadline, a schedule, minReadySeconds) can be noticed.
+    let workloads: [(
+        &'static str,
+        fn(&Store, Timestamp) -> Result<(), StoreError>,
+    ); 9] = [
+        ("replicaset", replicaset::pass),
+        ("deployment", deployment::pass),
+        ("daemonset", daemonset::pass),
+        ("statefulset", statefulset::pass),
+        ("job", job::pass),
+        ("cronjob", cronjob::pass),
+        ("garbage collector", garbage_collector::pass),
+        ("taint eviction", taint_eviction::pass),
+        ("horizontal pod autoscaler", horizontal::pass),
+    ];
+    for (name, pass) in workloads {
+        tokio::spawn(run_loop(name, ctx.clone(), Duration::from_secs(1), pass));
+    }
     let grace = ctx.node_grace;
     tokio::spawn(run_loop(
         "node lifecycle",
