@@ -133,6 +133,9 @@ where
     }
 }
 
+/// One controller's pass: reads the store at `now` and writes what must change.
+pub type Pass = fn(&Store, Timestamp) -> Result<(), StoreError>;
+
 /// Starts every controller on the current tokio runtime.
 pub fn spawn_all(ctx: Context) {
     tokio::spawn(run_loop(
@@ -143,10 +146,7 @@ pub fn spawn_all(ctx: Context) {
     ));
     // The workload controllers: each one's period bounds how late a time-driven step (a
     // back-off, a deadline, a schedule, minReadySeconds) can be noticed.
-    let workloads: [(
-        &'static str,
-        fn(&Store, Timestamp) -> Result<(), StoreError>,
-    ); 9] = [
+    let workloads: [(&'static str, Pass); 9] = [
         ("replicaset", replicaset::pass),
         ("deployment", deployment::pass),
         ("daemonset", daemonset::pass),
