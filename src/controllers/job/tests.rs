@@ -57,10 +57,7 @@ fn pods_of(s: &Store, name: &str) -> Vec<Value> {
 
 /// The job's pods still running, as a node has not finished them yet.
 fn running(s: &Store, name: &str) -> Vec<Value> {
-    pods_of(s, name)
-        .into_iter()
-        .filter(is_active)
-        .collect()
+    pods_of(s, name).into_iter().filter(is_active).collect()
 }
 
 fn in_phase<'a>(pods: &'a [Value], ph: &str) -> Vec<&'a Value> {
