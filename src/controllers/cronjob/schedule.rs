@@ -9,9 +9,13 @@ use croner::parser::{CronParser, Seconds, Year};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-/// A parsed schedule.
+/// A parsed schedule: cron fields, or robfig/cron's `@every DURATION` (a fixed interval from
+/// the previous run, in whole seconds).
 #[derive(Debug, Clone)]
-pub struct Schedule(Cron);
+pub enum Schedule {
+    Cron(Cron),
+    Every(jiff::SignedDuration),
+}
 
 /// More missed start times than this and the controller warns (`TooManyMissedTimes`).
 pub const MAX_MISSED: i64 = 100;
@@ -33,6 +37,17 @@ impl Schedule {
                 ));
             }
             text = schedule.trim();
+        }
+        if let Some(d) = text.strip_prefix("@every ") {
+            let secs = go_duration_secs(d.trim()).ok_or_else(|| {
+                format!(
+                    "failed to parse duration {text}: time: invalid duration {:?}",
+                    d.trim()
+                )
+            })?;
+            return Ok(Schedule::Every(jiff::SignedDuration::from_secs(
+                secs.max(1),
+            )));
         }
         let expanded = if text.starts_with('@') {
             match text.to_ascii_lowercase().as_str() {
@@ -70,16 +85,22 @@ impl Schedule {
             .sloppy_ranges(true)
             .build()
             .parse(expanded)
-            .map(Schedule)
+            .map(Schedule::Cron)
             .map_err(|e| e.to_string())
     }
 
     /// The first scheduled time strictly after `t`, in `tz`.
     pub fn next_after(&self, t: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
-        self.0
-            .find_next_occurrence(&t.to_zoned(tz.clone()), false)
-            .ok()
-            .map(|z| z.timestamp())
+        match self {
+            Schedule::Cron(c) => c
+                .find_next_occurrence(&t.to_zoned(tz.clone()), false)
+                .ok()
+                .map(|z| z.timestamp()),
+            Schedule::Every(d) => Timestamp::from_second(t.as_second())
+                .ok()?
+                .checked_add(*d)
+                .ok(),
+        }
     }
 
     /// The latest scheduled time after `earliest` and not after `now`, and how many scheduled
@@ -100,17 +121,52 @@ impl Schedule {
                 let second = self.next_after(first, tz).unwrap_or(next);
                 let interval = second.duration_since(first).as_secs().max(1);
                 let estimate = now.duration_since(first).as_secs() / interval + 1;
-                let recent = self
-                    .0
-                    .find_previous_occurrence(&now.to_zoned(tz.clone()), true)
-                    .map(|z| z.timestamp())
-                    .unwrap_or(next);
+                let recent = match self {
+                    Schedule::Cron(c) => c
+                        .find_previous_occurrence(&now.to_zoned(tz.clone()), true)
+                        .map(|z| z.timestamp())
+                        .unwrap_or(next),
+                    Schedule::Every(d) => {
+                        let step = d.as_secs().max(1);
+                        let elapsed = now.duration_since(first).as_secs();
+                        first
+                            .checked_add(jiff::SignedDuration::from_secs(elapsed / step * step))
+                            .unwrap_or(next)
+                    }
+                };
                 return (Some(recent), estimate.max(count + 1));
             }
             (last, count) = (next, count + 1);
         }
         (Some(last), count)
     }
+}
+
+/// A Go duration of whole seconds or more (`90s`, `1h30m`, `2.5h`), as `@every` takes it.
+fn go_duration_secs(text: &str) -> Option<i64> {
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (num, tail) = rest.split_at(split);
+        let value: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        total += value
+            * match unit {
+                "h" => 3600.0,
+                "m" => 60.0,
+                "s" => 1.0,
+                "ms" => 1e-3,
+                "us" | "µs" => 1e-6,
+                "ns" => 1e-9,
+                _ => return None,
+            };
+        rest = tail;
+    }
+    (!text.is_empty() && total.is_finite()).then_some(total as i64)
 }
 
 /// The time zone a CronJob's schedule runs in: `spec.timeZone` from the system's tz database,
@@ -173,8 +229,14 @@ mod tests {
             "expected exactly 5 fields, found 1: [foo]"
         );
         assert_eq!(
-            Schedule::parse("@every").unwrap_err(),
-            "unrecognized descriptor: @every"
+            Schedule::parse("@reboot").unwrap_err(),
+            "unrecognized descriptor: @reboot"
+        );
+        assert!(Schedule::parse("@every 1x").is_err());
+        let every = Schedule::parse("@every 1h30m").unwrap();
+        assert_eq!(
+            every.next_after(ts("2026-01-01T00:00:00.5Z"), &TimeZone::UTC),
+            Some(ts("2026-01-01T01:30:00Z"))
         );
         for bad in [
             "0 0 0 * * *",
