@@ -13,7 +13,7 @@ use jiff::tz::TimeZone;
 /// the previous run, in whole seconds).
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    Cron(Cron),
+    Cron(Box<Cron>),
     Every(jiff::SignedDuration),
 }
 
@@ -85,7 +85,7 @@ impl Schedule {
             .sloppy_ranges(true)
             .build()
             .parse(expanded)
-            .map(Schedule::Cron)
+            .map(|c| Schedule::Cron(Box::new(c)))
             .map_err(|e| e.to_string())
     }
 
