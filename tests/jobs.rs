@@ -99,7 +99,7 @@ fn jobs_and_cron_jobs_with_stock_kubectl() {
         "jsonpath={.items[0].status.phase}",
     ]);
     assert_eq!(phase, "Succeeded");
-    let jobs = c.ok(&["get", "jobs", "pi"]);
+    let jobs = c.ok(&["get", "jobs", "-l", "job-name=pi"]);
     let header = jobs.lines().next().unwrap_or_default();
     for col in ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"] {
         assert!(header.contains(col), "{jobs}");

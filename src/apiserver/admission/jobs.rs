@@ -292,6 +292,7 @@ mod tests {
             json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
         );
         let labels = &o["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(&o["metadata"]["labels"], labels);
         assert_eq!(labels["job-name"], "pi");
         assert_eq!(labels["controller-uid"], uid);
         assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");

@@ -73,6 +73,18 @@ pub fn apply(job: &mut Job) {
     if spec.manual_selector != Some(true) {
         generate_selector(spec, &name, &uid);
     }
+    // A Job without labels of its own shows its pods' (`SetDefaults_Job`, which Kubernetes
+    // applies again when reading the stored Job, after the selector labels were generated).
+    let template = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
+    if job.metadata.labels.as_ref().is_none_or(|l| l.is_empty())
+        && let Some(labels) = template.filter(|l| !l.is_empty())
+    {
+        job.metadata.labels = Some(labels);
+    }
 }
 
 /// The template gets the job's name and uid as labels (a user's own value is kept, and then

@@ -299,3 +299,37 @@ fn completed_index_ranges() {
     assert_eq!(pods::ranges(&set(&[0, 1, 2, 4, 6, 7])), "0-2,4,6-7");
     assert_eq!(pods::ranges(&set(&[])), "");
 }
+
+#[test]
+fn on_failure_restarts_count_against_the_backoff_limit() {
+    let (_d, s) = store();
+    make_job(
+        &s,
+        "retry",
+        json!({"backoffLimit": 2, "template": {"metadata": {"labels": {
+            "controller-uid": "uid-retry", "job-name": "retry",
+            "batch.kubernetes.io/controller-uid": "uid-retry", "batch.kubernetes.io/job-name": "retry"}},
+            "spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}),
+    );
+    pass(&s, t(0)).unwrap();
+    let pod = &pods_of(&s, "retry")[0];
+    let restarted = |n: i64| {
+        s.update_with("Pod", "default", meta(pod, "name"), |p| {
+            p["status"]["phase"] = json!("Running");
+            p["status"]["containerStatuses"] = json!([{"name": "c", "restartCount": n}]);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    };
+    restarted(1);
+    pass(&s, t(20)).unwrap();
+    assert!(cond(&get_job(&s, "retry").unwrap(), "FailureTarget").is_none());
+    restarted(2);
+    pass(&s, t(40)).unwrap();
+    let job = get_job(&s, "retry").unwrap();
+    assert_eq!(
+        cond(&job, "Failed").unwrap()["reason"],
+        "BackoffLimitExceeded"
+    );
+    assert!(running(&s, "retry").is_empty());
+}
