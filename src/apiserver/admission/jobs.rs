@@ -10,9 +10,9 @@ use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value;
 
+use crate::api::batch as defaults;
 use crate::api::{FieldError, FieldErrors, validate};
 use crate::controllers::cronjob::schedule;
-use crate::controllers::job::defaults;
 
 /// Gives a Job its uid before it is defaulted: the generated selector and template labels name
 /// it, and Kubernetes fills the uid in (`FillObjectMetaSystemFields`) before the job strategy

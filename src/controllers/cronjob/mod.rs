@@ -16,10 +16,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
 
-use super::job::{self, defaults};
+use super::job;
 use super::pod_control::{
     being_deleted, controller_ref, controller_uid, event, meta, update_status,
 };
+use crate::api::batch as defaults;
 use crate::store::{Store, StoreError};
 use schedule::{MAX_MISSED, Schedule};
 

@@ -12,7 +12,6 @@
 //! than the status already says), rather than through Kubernetes' `job-tracking` finalizer and
 //! `uncountedTerminatedPods`: nothing here removes a Job's finished pods but the Job's own
 //! deletion.
-pub mod defaults;
 mod pods;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! What a new Job gets before it is stored, whoever makes it (the API server's admission for
 //! kubectl's Jobs, the CronJob controller for its own): Kubernetes' `SetDefaults_Job` and the
-//! job strategy's generated selector and labels. Kept here, beside the controller that relies
-//! on them, so both writers produce the same object.
+//! job strategy's generated selector and labels. Kept in the API layer, below both writers, so they
+//! produce the same object.
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -22,30 +22,16 @@ pub fn generated_labels<'a>(name: &'a str, uid: &'a str) -> [(&'static str, &'a 
     ]
 }
 
-/// A random version-4 UUID, as the store would make at create. A Job needs its uid before it
-/// is stored: its selector names it.
+/// A uid for a Job about to be stored: it needs one before the store would give it, as its
+/// selector names it. The clock stands in if the kernel has no randomness to give.
 pub fn new_uid() -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        // No OS randomness: the clock keeps uids distinct enough for one hub.
+    crate::api::names::uid().unwrap_or_else(|_| {
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        b = n.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+        crate::api::names::uuid_v4(n.to_le_bytes())
+    })
 }
 
 /// Fills in a Job's defaults and, unless `manualSelector`, its generated selector and template
