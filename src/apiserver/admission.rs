@@ -189,6 +189,9 @@ pub fn admit_update(
     if resource.kind == "Pod" && !status {
         pod_update_rules(old, &object, &mut errs);
     }
+    if resource.kind == "PersistentVolumeClaim" && !status {
+        claim_update_rules(old, &object, &mut errs);
+    }
     if !errs.is_empty() {
         return Err(invalid(resource, &name, &errs));
     }
@@ -260,6 +263,19 @@ fn typed_defaults(
             spec.session_affinity
                 .get_or_insert_with(|| "None".to_string());
             to_value(&svc)
+        }
+        "PersistentVolumeClaim" => {
+            let mut pvc: core::v1::PersistentVolumeClaim =
+                decode(resource, doc, validation, warnings)?;
+            match pvc.spec.as_mut() {
+                Some(spec) => {
+                    spec.volume_mode
+                        .get_or_insert_with(|| "Filesystem".to_string());
+                    claim_spec_rules(spec, "spec", errs);
+                }
+                None => errs.push(FieldError::required("spec")),
+            }
+            to_value(&pvc)
         }
         "ReplicaSet" => workload!(apps::v1::ReplicaSet, replica_set_parts),
         "Deployment" => workload!(apps::v1::Deployment, deployment_parts),
@@ -352,6 +368,16 @@ fn deployment_parts(s: &mut apps::v1::DeploymentSpec) -> Parts<'_> {
 
 fn daemon_set_parts(s: &mut apps::v1::DaemonSetSpec) -> Parts<'_> {
     s.revision_history_limit.get_or_insert(10);
+    let strategy = s.update_strategy.get_or_insert_with(Default::default);
+    strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+        ru.max_unavailable.get_or_insert(IntOrString::Int(1));
+        ru.max_surge.get_or_insert(IntOrString::Int(0));
+    }
     let labels = s.template.metadata.as_ref().and_then(|m| m.labels.clone());
     let selector = s.selector.clone();
     (
@@ -366,6 +392,29 @@ fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
     s.pod_management_policy
         .get_or_insert_with(|| "OrderedReady".to_string());
     s.revision_history_limit.get_or_insert(10);
+    let strategy = s.update_strategy.get_or_insert_with(Default::default);
+    strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+        ru.partition.get_or_insert(0);
+    }
+    let retention = s
+        .persistent_volume_claim_retention_policy
+        .get_or_insert_with(Default::default);
+    retention
+        .when_deleted
+        .get_or_insert_with(|| "Retain".to_string());
+    retention
+        .when_scaled
+        .get_or_insert_with(|| "Retain".to_string());
+    for t in s.volume_claim_templates.iter_mut().flatten() {
+        if let Some(spec) = t.spec.as_mut() {
+            spec.volume_mode
+                .get_or_insert_with(|| "Filesystem".to_string());
+        }
+    }
     let labels = s.template.metadata.as_ref().and_then(|m| m.labels.clone());
     let selector = s.selector.clone();
     (
@@ -400,6 +449,47 @@ fn cron_job_parts(s: &mut batch::v1::CronJobSpec) -> Parts<'_> {
         "spec.jobTemplate.spec.template.spec",
         None,
     )
+}
+
+/// A claim must say how it is mounted and how much storage it needs.
+fn claim_spec_rules(
+    spec: &core::v1::PersistentVolumeClaimSpec,
+    path: &str,
+    errs: &mut FieldErrors,
+) {
+    const MODES: [&str; 4] = [
+        "ReadWriteOnce",
+        "ReadOnlyMany",
+        "ReadWriteMany",
+        "ReadWriteOncePod",
+    ];
+    let modes = spec.access_modes.as_deref().unwrap_or_default();
+    if modes.is_empty() {
+        errs.push(FieldError::required(format!("{path}.accessModes")));
+    }
+    for m in modes.iter().filter(|m| !MODES.contains(&m.as_str())) {
+        errs.push(FieldError::not_supported(
+            format!("{path}.accessModes"),
+            m.as_str(),
+            &MODES,
+        ));
+    }
+    let storage = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    let field = format!("{path}.resources[storage]");
+    match storage {
+        None => errs.push(FieldError::required(field)),
+        Some(q) => match crate::api::quantity::parse_quantity(&q.0) {
+            Ok(parsed) if parsed.is_zero() || parsed.is_negative() => errs.push(
+                FieldError::invalid(field, &q.0, "must be greater than zero"),
+            ),
+            Ok(_) => {}
+            Err(e) => errs.push(FieldError::invalid(field, &q.0, e)),
+        },
+    }
 }
 
 /// A workload's selector must be valid, non-empty and select its own template's labels.
@@ -476,6 +566,24 @@ fn pod_update_rules(old: &Value, new: &Value, errs: &mut FieldErrors) {
         errs.push(FieldError::forbidden(
             "spec",
             "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+}
+
+/// A claim's spec is fixed once created, but for its storage request.
+fn claim_update_rules(old: &Value, new: &Value, errs: &mut FieldErrors) {
+    let strip = |spec: Option<&Value>| {
+        let mut spec = spec.cloned().unwrap_or(Value::Null);
+        if let Some(s) = spec.as_object_mut() {
+            s.remove("resources");
+            s.remove("volumeAttributesClassName");
+        }
+        spec
+    };
+    if strip(old.get("spec")) != strip(new.get("spec")) {
+        errs.push(FieldError::forbidden(
+            "spec",
+            "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
         ));
     }
 }

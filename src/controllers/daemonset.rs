@@ -30,7 +30,11 @@ pub fn pass(store: &Store, now: Timestamp) -> Result<(), StoreError> {
     let nodes = store.list("Node", None, None)?;
     for ds in store.list("DaemonSet", None, None)? {
         if let Err(e) = sync(store, &ds, &nodes, now) {
-            tracing::warn!("daemonset {}/{}: {e}", meta(&ds, "namespace"), meta(&ds, "name"));
+            tracing::warn!(
+                "daemonset {}/{}: {e}",
+                meta(&ds, "namespace"),
+                meta(&ds, "name")
+            );
         }
     }
     Ok(())
@@ -91,7 +95,9 @@ fn sync(store: &Store, ds: &Value, nodes: &[Value], now: Timestamp) -> Result<()
         status.count(run, on_node, &hash, min_ready, now);
         eligible.push((name, run));
         if run && on_node.is_empty() {
-            let pod = new_pod(ds, &template, &pod_spec, name, &hash, generation, &owner_ref);
+            let pod = new_pod(
+                ds, &template, &pod_spec, name, &hash, generation, &owner_ref,
+            );
             let made = create(store, "Pod", pod)?;
             let msg = format!("Created pod: {}", meta(&made, "name"));
             event(store, ds, "Normal", "SuccessfulCreate", &msg, COMPONENT);
@@ -196,7 +202,8 @@ impl Counts {
         self.current += 1;
         self.ready += i64::from(is_ready(pod));
         self.available += i64::from(is_available(pod, min_ready, now));
-        self.updated += i64::from(labels(pod).get(REVISION_LABEL).map(String::as_str) == Some(hash));
+        self.updated +=
+            i64::from(labels(pod).get(REVISION_LABEL).map(String::as_str) == Some(hash));
     }
 }
 
@@ -351,7 +358,8 @@ fn add_default_tolerations(spec: &mut Value) {
             x["key"] == key
                 && x["effect"] == effect
                 && x["operator"] == "Exists"
-                && x.get("value").is_none_or(|v| v.as_str().is_none_or(str::is_empty))
+                && x.get("value")
+                    .is_none_or(|v| v.as_str().is_none_or(str::is_empty))
         };
         match list.iter_mut().find(|x| same(x)) {
             Some(x) => *x = t,
@@ -411,10 +419,7 @@ pub(crate) fn tolerates(tol: &Value, taint: &Value) -> bool {
 pub(crate) fn fits_affinity(node: &Value, pod_spec: &Value) -> bool {
     let node_labels = labels(node);
     let selector = string_map(pod_spec.get("nodeSelector"));
-    if selector
-        .iter()
-        .any(|(k, v)| node_labels.get(k) != Some(v))
-    {
+    if selector.iter().any(|(k, v)| node_labels.get(k) != Some(v)) {
         return false;
     }
     let Some(terms) = pod_spec
@@ -425,13 +430,24 @@ pub(crate) fn fits_affinity(node: &Value, pod_spec: &Value) -> bool {
     };
     let name = meta(node, "name");
     terms.iter().any(|term| {
-        let exprs = term["matchExpressions"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let fields = term["matchFields"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let exprs = term["matchExpressions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let fields = term["matchFields"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         // A term with no requirements selects nothing.
         (!exprs.is_empty() || !fields.is_empty())
-            && exprs
-                .iter()
-                .all(|r| requirement(r, node_labels.get(r["key"].as_str().unwrap_or_default()).map(String::as_str)))
+            && exprs.iter().all(|r| {
+                requirement(
+                    r,
+                    node_labels
+                        .get(r["key"].as_str().unwrap_or_default())
+                        .map(String::as_str),
+                )
+            })
             && fields
                 .iter()
                 .all(|r| r["key"] == "metadata.name" && requirement(r, Some(name)))
@@ -466,8 +482,10 @@ fn requirement(r: &Value, value: Option<&str>) -> bool {
 pub(crate) fn template_hash(template: &Value, collision_count: Option<&Value>) -> String {
     let mut h: u32 = 0x811c_9dc5;
     let text = template.to_string();
+    // Absent counts as 0, so the hash does not change once status first records the count.
     let extra = collision_count
         .and_then(Value::as_i64)
+        .filter(|c| *c != 0)
         .map(|c| c.to_string())
         .unwrap_or_default();
     for b in text.bytes().chain(extra.bytes()) {

@@ -99,7 +99,10 @@ fn one_pinned_pod_per_node_matching_the_selector() {
     assert_eq!(placed.keys().collect::<Vec<_>>(), ["a", "b"]);
     let pod = &placed["a"][0];
     assert!(meta(pod, "name").starts_with("agent-"));
-    assert_eq!(controller_uid(pod), s.get("DaemonSet", "default", "agent").unwrap().unwrap()["metadata"]["uid"].as_str());
+    assert_eq!(
+        controller_uid(pod),
+        s.get("DaemonSet", "default", "agent").unwrap().unwrap()["metadata"]["uid"].as_str()
+    );
     assert_eq!(
         pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
         json!({"nodeSelectorTerms": [{"matchFields": [
@@ -110,11 +113,17 @@ fn one_pinned_pod_per_node_matching_the_selector() {
     assert_eq!(labels["pod-template-generation"], "1");
     let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
     assert_eq!(tolerations.len(), 6, "{tolerations:?}");
-    assert!(tolerations.contains(&json!({"key": "node.kubernetes.io/unreachable",
-        "operator": "Exists", "effect": "NoExecute"})));
+    assert!(
+        tolerations.contains(&json!({"key": "node.kubernetes.io/unreachable",
+        "operator": "Exists", "effect": "NoExecute"}))
+    );
     let st = status(&s);
     assert_eq!(
-        (&st["desiredNumberScheduled"], &st["currentNumberScheduled"], &st["numberReady"]),
+        (
+            &st["desiredNumberScheduled"],
+            &st["currentNumberScheduled"],
+            &st["numberReady"]
+        ),
         (&json!(2), &json!(2), &json!(0))
     );
     assert_eq!(st["numberUnavailable"], 2);
@@ -122,8 +131,14 @@ fn one_pinned_pod_per_node_matching_the_selector() {
     run_all(&s);
     pass(&s, t0()).unwrap();
     let st = status(&s);
-    assert_eq!((&st["numberReady"], &st["numberAvailable"], &st["updatedNumberScheduled"]),
-        (&json!(2), &json!(2), &json!(2)));
+    assert_eq!(
+        (
+            &st["numberReady"],
+            &st["numberAvailable"],
+            &st["updatedNumberScheduled"]
+        ),
+        (&json!(2), &json!(2), &json!(2))
+    );
     assert!(st.get("numberUnavailable").is_none());
 }
 
@@ -133,11 +148,24 @@ use super::super::pod_control::controller_uid;
 fn taints_keep_new_pods_away_and_no_execute_evicts() {
     let (_d, s) = store();
     node(&s, "plain", json!({}), json!([]));
-    node(&s, "notready", json!({}),
-        json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]));
-    node(&s, "gpu", json!({}), json!([{"key": "gpu", "value": "true", "effect": "NoSchedule"}]));
-    node(&s, "dedicated", json!({}),
-        json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]));
+    node(
+        &s,
+        "notready",
+        json!({}),
+        json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]),
+    );
+    node(
+        &s,
+        "gpu",
+        json!({}),
+        json!([{"key": "gpu", "value": "true", "effect": "NoSchedule"}]),
+    );
+    node(
+        &s,
+        "dedicated",
+        json!({}),
+        json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]),
+    );
     daemonset(
         &s,
         json!({"template": {"metadata": {"labels": {"app": "agent"}},
@@ -145,7 +173,10 @@ fn taints_keep_new_pods_away_and_no_execute_evicts() {
                      "containers": [{"name": "c", "image": "busybox:1"}]}}}),
     );
     pass(&s, t0()).unwrap();
-    assert_eq!(placed(&s).keys().collect::<Vec<_>>(), ["dedicated", "notready", "plain"]);
+    assert_eq!(
+        placed(&s).keys().collect::<Vec<_>>(),
+        ["dedicated", "notready", "plain"]
+    );
     run_all(&s);
 
     // A NoSchedule taint arriving later leaves the running pod alone; NoExecute removes it.
@@ -202,7 +233,10 @@ fn a_joining_node_gets_a_pod_and_a_removed_one_loses_it() {
     // No agent is left to stop it: the pod goes at once.
     assert_eq!(placed(&s).keys().collect::<Vec<_>>(), ["b"]);
     let st = status(&s);
-    assert_eq!((&st["desiredNumberScheduled"], &st["numberMisscheduled"]), (&json!(1), &json!(0)));
+    assert_eq!(
+        (&st["desiredNumberScheduled"], &st["numberMisscheduled"]),
+        (&json!(1), &json!(0))
+    );
 }
 
 #[test]
@@ -217,7 +251,10 @@ fn duplicates_and_failed_pods_are_replaced() {
         "labels": first["metadata"]["labels"], "ownerReferences": first["metadata"]["ownerReferences"]});
     s.create("Pod", &twin).unwrap();
     pass(&s, t0()).unwrap();
-    let left: Vec<String> = placed(&s)["a"].iter().map(|p| meta(p, "name").to_string()).collect();
+    let left: Vec<String> = placed(&s)["a"]
+        .iter()
+        .map(|p| meta(p, "name").to_string())
+        .collect();
     assert_eq!(left, [meta(&first, "name")], "the oldest stays");
     s.update_with("Pod", "default", meta(&first, "name"), |p| {
         p["status"]["phase"] = json!("Failed");
@@ -244,7 +281,10 @@ fn images(s: &Store) -> Vec<(String, String, bool)> {
         .into_iter()
         .flat_map(|(n, pods)| {
             pods.into_iter().map(move |p| {
-                let image = p["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
+                let image = p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 (n.clone(), image, being_deleted(&p))
             })
         })
@@ -273,14 +313,27 @@ fn rolling_update_replaces_one_node_at_a_time() {
         finish_deletions(&s);
         pass(&s, t0()).unwrap();
         pass(&s, t0()).unwrap();
-        assert_eq!(images(&s).iter().filter(|(_, i, _)| !old(i)).count(), round + 1);
-        assert!(!images(&s).iter().any(|(_, _, d)| *d), "waits for the new pod: {:?}", images(&s));
+        assert_eq!(
+            images(&s).iter().filter(|(_, i, _)| !old(i)).count(),
+            round + 1
+        );
+        assert!(
+            !images(&s).iter().any(|(_, _, d)| *d),
+            "waits for the new pod: {:?}",
+            images(&s)
+        );
         run_all(&s);
     }
     pass(&s, t0()).unwrap();
     let st = status(&s);
-    assert_eq!((&st["updatedNumberScheduled"], &st["numberAvailable"], &st["observedGeneration"]),
-        (&json!(3), &json!(3), &json!(2)));
+    assert_eq!(
+        (
+            &st["updatedNumberScheduled"],
+            &st["numberAvailable"],
+            &st["observedGeneration"]
+        ),
+        (&json!(3), &json!(3), &json!(2))
+    );
 }
 
 #[test]
@@ -309,8 +362,17 @@ fn max_unavailable_allows_several_at_once_and_on_delete_waits() {
     pass(&s, t0()).unwrap();
     run_all(&s);
     pass(&s, t0()).unwrap();
-    assert!(!images(&s).iter().any(|(_, _, d)| *d), "OnDelete deletes nothing");
-    assert_eq!(images(&s).iter().filter(|(_, i, _)| i == "busybox:3").count(), 2);
+    assert!(
+        !images(&s).iter().any(|(_, _, d)| *d),
+        "OnDelete deletes nothing"
+    );
+    assert_eq!(
+        images(&s)
+            .iter()
+            .filter(|(_, i, _)| i == "busybox:3")
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -318,18 +380,31 @@ fn hashes_are_stable_and_safe_encoded() {
     let a = template_hash(&json!({"spec": {"x": 1}}), None);
     assert_eq!(a, template_hash(&json!({"spec": {"x": 1}}), None));
     assert_ne!(a, template_hash(&json!({"spec": {"x": 2}}), None));
-    assert_ne!(a, template_hash(&json!({"spec": {"x": 1}}), Some(&json!(1))));
-    assert!(a.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)), "{a}");
+    assert_ne!(
+        a,
+        template_hash(&json!({"spec": {"x": 1}}), Some(&json!(1)))
+    );
+    assert!(
+        a.bytes()
+            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)),
+        "{a}"
+    );
 }
 
 #[test]
 fn tolerations_match_like_kubernetes() {
     let taint = json!({"key": "k", "value": "v", "effect": "NoSchedule"});
     assert!(tolerates(&json!({"operator": "Exists"}), &taint));
-    assert!(tolerates(&json!({"key": "k", "operator": "Exists"}), &taint));
+    assert!(tolerates(
+        &json!({"key": "k", "operator": "Exists"}),
+        &taint
+    ));
     assert!(tolerates(&json!({"key": "k", "value": "v"}), &taint));
     assert!(!tolerates(&json!({"key": "k", "value": "w"}), &taint));
-    assert!(!tolerates(&json!({"key": "k", "operator": "Exists", "effect": "NoExecute"}), &taint));
+    assert!(!tolerates(
+        &json!({"key": "k", "operator": "Exists", "effect": "NoExecute"}),
+        &taint
+    ));
     let mut spec = json!({"hostNetwork": true, "tolerations": [
         {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
          "tolerationSeconds": 300}]});
