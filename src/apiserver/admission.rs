@@ -280,7 +280,14 @@ fn typed_defaults(
         "ReplicaSet" => workload!(apps::v1::ReplicaSet, replica_set_parts),
         "Deployment" => workload!(apps::v1::Deployment, deployment_parts),
         "DaemonSet" => workload!(apps::v1::DaemonSet, daemon_set_parts),
-        "StatefulSet" => workload!(apps::v1::StatefulSet, stateful_set_parts),
+        "StatefulSet" => {
+            // The pods get a volume per claim template, so the template's mounts are checked
+            // with those volumes in place, and the stored template is left without them.
+            let added = claim_volumes_missing(doc);
+            let mut value = workload!(apps::v1::StatefulSet, stateful_set_parts)?;
+            remove_claim_volumes(&mut value, &added);
+            Ok(value)
+        }
         "Job" => workload!(batch::v1::Job, job_parts),
         "CronJob" => workload!(batch::v1::CronJob, cron_job_parts),
         "HorizontalPodAutoscaler" => {
@@ -388,6 +395,7 @@ fn daemon_set_parts(s: &mut apps::v1::DaemonSetSpec) -> Parts<'_> {
 }
 
 fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
+    add_claim_volumes(s);
     s.replicas.get_or_insert(1);
     s.pod_management_policy
         .get_or_insert_with(|| "OrderedReady".to_string());
@@ -422,6 +430,64 @@ fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
         "spec.template.spec",
         Some((Some(selector), labels, "spec.template.metadata.labels")),
     )
+}
+
+/// Claim template names with no volume of that name in the pod template.
+fn claim_volumes_missing(doc: &Value) -> Vec<String> {
+    let volumes = doc
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array);
+    doc.pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+        .filter(|n| !volumes.is_some_and(|vs| vs.iter().any(|v| v["name"] == *n)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Adds the volumes [`claim_volumes_missing`] names, as the controller will.
+fn add_claim_volumes(s: &mut apps::v1::StatefulSetSpec) {
+    let names: Vec<String> = s
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    let Some(spec) = s.template.spec.as_mut() else {
+        return;
+    };
+    for name in names {
+        if spec.volumes.iter().flatten().any(|v| v.name == name) {
+            continue;
+        }
+        spec.volumes
+            .get_or_insert_with(Vec::new)
+            .push(core::v1::Volume {
+                name: name.clone(),
+                persistent_volume_claim: Some(core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: name.clone(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            });
+    }
+}
+
+fn remove_claim_volumes(obj: &mut Value, names: &[String]) {
+    let Some(spec) = obj
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if let Some(list) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        list.retain(|v| !names.iter().any(|n| v["name"] == *n));
+        if list.is_empty() {
+            spec.remove("volumes");
+        }
+    }
 }
 
 fn job_parts(s: &mut batch::v1::JobSpec) -> Parts<'_> {
@@ -763,6 +829,64 @@ mod tests {
             a.object["spec"]["template"]["spec"]["restartPolicy"],
             "Always"
         );
+    }
+
+    #[test]
+    fn statefulset_mounts_may_name_claim_templates_and_claims_need_storage() {
+        let sts = by_plural("apps", "v1", "statefulsets").unwrap();
+        let doc = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "app", "image": "busybox",
+                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                             "resources": {"requests": {"storage": "1Gi"}}}}]
+            }
+        });
+        let a = admit_create(sts, &doc, FieldValidation::Strict).unwrap();
+        assert!(
+            a.object["spec"]["template"]["spec"]
+                .get("volumes")
+                .is_none()
+        );
+        assert_eq!(
+            a.object["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+            0
+        );
+        assert_eq!(
+            a.object["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Retain"
+        );
+        let mut bad = doc.clone();
+        bad["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] = json!("x");
+        let e = admit_create(sts, &bad, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 422);
+
+        let pvcs = by_plural("", "v1", "persistentvolumeclaims").unwrap();
+        let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "c", "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        let a = admit_create(pvcs, &claim, FieldValidation::Strict).unwrap();
+        assert_eq!(a.object["spec"]["volumeMode"], "Filesystem");
+        let mut bad = claim.clone();
+        bad["spec"]["resources"] = json!({});
+        bad["spec"]["accessModes"] = json!(["Sometimes"]);
+        let e = admit_create(pvcs, &bad, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        let fields: Vec<&str> = e.causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["spec.accessModes", "spec.resources[storage]"]);
+        let mut grown = a.object.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        assert!(admit_update(pvcs, &a.object, &grown, FieldValidation::Strict, false).is_ok());
+        grown["spec"]["accessModes"] = json!(["ReadWriteMany"]);
+        assert!(admit_update(pvcs, &a.object, &grown, FieldValidation::Strict, false).is_err());
     }
 
     #[test]
