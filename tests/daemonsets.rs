@@ -234,6 +234,18 @@ fn a_statefulset_comes_up_in_order_and_its_claims_outlive_its_pods() {
             "{row}"
         );
     }
+    let described = c.ok(&["describe", "pvc", "data-web-0"]);
+    assert!(
+        described.contains("Bound") && described.contains("web-0"),
+        "{described}"
+    );
+    let sts = c.ok(&["get", "sts", "web"]);
+    assert!(
+        sts.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("web") && l.contains("2/2")),
+        "{sts}"
+    );
     let out = c.ok(&["rollout", "status", "sts/web", "--timeout=30s"]);
     assert!(out.contains("roll out complete"), "{out}");
 

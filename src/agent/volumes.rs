@@ -314,3 +314,29 @@ fn write_if_changed(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     fs::write(path, data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_live_beside_the_pods_and_outlive_them() {
+        let data = tempfile::tempdir().unwrap();
+        let pod_dir = data.path().join("pods").join("uid-1");
+        let dir = claim_dir(&pod_dir, "default", "data-web-0").unwrap();
+        assert_eq!(dir, data.path().join("volumes/claims/default/data-web-0"));
+        fs::write(dir.join("f"), "kept").unwrap();
+        teardown(&pod_dir).unwrap();
+        let again = claim_dir(
+            &data.path().join("pods").join("uid-2"),
+            "default",
+            "data-web-0",
+        );
+        assert_eq!(
+            fs::read_to_string(again.unwrap().join("f")).unwrap(),
+            "kept"
+        );
+        assert!(claim_dir(&pod_dir, "default", "../x").is_err());
+        assert!(claim_dir(&pod_dir, "default", "..").is_err());
+    }
+}

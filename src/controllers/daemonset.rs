@@ -17,8 +17,8 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::pod_control::{
-    being_deleted, claim, controller_ref, create, delete_pod, event, is_available, is_ready,
-    labels, meta, pod_from_template, selector_of, string_map, update_status,
+    being_deleted, claim, controller_ref, create, delete_pod, event, finished, is_available,
+    is_ready, labels, meta, pod_from_template, selector_of, string_map, update_status,
 };
 use crate::store::{Store, StoreError};
 
@@ -106,11 +106,11 @@ fn sync(store: &Store, ds: &Value, nodes: &[Value], now: Timestamp) -> Result<()
         }
         let mut doomed: Vec<&Value> = Vec::new();
         if keep {
-            // Failed pods are replaced; of several live ones the oldest stays.
+            // Pods that stopped are replaced; of several live ones the oldest stays.
             let (failed, live): (Vec<&Value>, Vec<&Value>) = on_node
                 .iter()
                 .filter(|p| !being_deleted(p))
-                .partition(|p| p.pointer("/status/phase") == Some(&json!("Failed")));
+                .partition(|p| finished(p));
             doomed.extend(failed);
             doomed.extend(live.into_iter().skip(1));
         } else {

@@ -140,7 +140,7 @@ fn sync(store: &Store, sts: &Value, now: Timestamp) -> Result<(), StoreError> {
             None => {}
         }
     }
-    condemned.sort_by(|a, b| b.0.cmp(&a.0));
+    condemned.sort_by_key(|c| std::cmp::Reverse(c.0));
 
     let mut status = json!({
         "replicas": 0, "readyReplicas": 0, "currentReplicas": 0, "updatedReplicas": 0,

@@ -262,7 +262,7 @@ fn duplicates_and_failed_pods_are_replaced() {
     })
     .unwrap();
     pass(&s, t0()).unwrap();
-    assert!(placed(&s).get("a").is_none(), "the failed pod is deleted");
+    assert!(!placed(&s).contains_key("a"), "the failed pod is deleted");
     pass(&s, t0()).unwrap();
     assert_eq!(placed(&s)["a"].len(), 1, "and replaced");
 }
