@@ -279,13 +279,18 @@ fn typed_defaults(
         }
         "ReplicaSet" => workload!(apps::v1::ReplicaSet, replica_set_parts),
         "Deployment" => workload!(apps::v1::Deployment, deployment_parts),
-        "DaemonSet" => workload!(apps::v1::DaemonSet, daemon_set_parts),
+        "DaemonSet" => {
+            let value = workload!(apps::v1::DaemonSet, daemon_set_parts)?;
+            restart_always(&value, errs);
+            Ok(value)
+        }
         "StatefulSet" => {
             // The pods get a volume per claim template, so the template's mounts are checked
             // with those volumes in place, and the stored template is left without them.
             let added = claim_volumes_missing(doc);
             let mut value = workload!(apps::v1::StatefulSet, stateful_set_parts)?;
             remove_claim_volumes(&mut value, &added);
+            restart_always(&value, errs);
             Ok(value)
         }
         "Job" => workload!(batch::v1::Job, job_parts),
@@ -430,6 +435,21 @@ fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
         "spec.template.spec",
         Some((Some(selector), labels, "spec.template.metadata.labels")),
     )
+}
+
+/// DaemonSet and StatefulSet pods run for ever: their template may only say Always.
+fn restart_always(obj: &Value, errs: &mut FieldErrors) {
+    let policy = obj
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if policy != "Always" {
+        errs.push(FieldError::not_supported(
+            "spec.template.spec.restartPolicy",
+            policy,
+            &["Always"],
+        ));
+    }
 }
 
 /// Claim template names with no volume of that name in the pod template.
@@ -861,6 +881,12 @@ mod tests {
             a.object["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
             "Retain"
         );
+        let mut bad = doc.clone();
+        bad["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+        let e = admit_create(sts, &bad, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        assert_eq!(e.causes[0].field, "spec.template.spec.restartPolicy");
         let mut bad = doc.clone();
         bad["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] = json!("x");
         let e = admit_create(sts, &bad, FieldValidation::Strict)
