@@ -119,6 +119,7 @@ fn add_schema(generator: &mut SchemaGenerator, name: &str) -> Result<(), BoxErro
         core::ConfigMap,
         core::Secret,
         core::Service,
+        core::PersistentVolumeClaim,
         core::Binding,
         apps::ReplicaSet,
         apps::Deployment,

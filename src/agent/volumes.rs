@@ -1,7 +1,9 @@
-//! A pod's volumes on this node (emptyDir, hostPath) and the /etc files the kubelet manages
-//! (hosts, hostname, resolv.conf), all under the pod's directory so removing a pod removes them.
+//! A pod's volumes on this node (emptyDir, hostPath, persistentVolumeClaim) and the /etc files
+//! the kubelet manages (hosts, hostname, resolv.conf). All but claims live under the pod's
+//! directory so removing a pod removes them; a claim's directory is the node's and outlives
+//! every pod that mounts it (see [`claim_dir`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ use super::container_spec::{pod_hostname, within};
 pub struct PodVolumes {
     pod_dir: PathBuf,
     sources: BTreeMap<String, PathBuf>,
+    /// Volumes whose source says readOnly (a claim mounted read-only), whatever the mount says.
+    read_only: BTreeSet<String>,
 }
 
 impl PodVolumes {
@@ -29,6 +33,7 @@ impl PodVolumes {
         let spec = pod.spec.clone().unwrap_or_default();
         let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
         let mut sources = BTreeMap::new();
+        let mut read_only = BTreeSet::new();
         for (i, v) in spec.volumes.iter().flatten().enumerate() {
             let field = format!("spec.volumes[{i}]");
             let path = if let Some(e) = &v.empty_dir {
@@ -70,9 +75,16 @@ impl PodVolumes {
             } else if let Some(h) = &v.host_path {
                 check_host_path(&field, Path::new(&h.path), h.type_.as_deref().unwrap_or(""))?;
                 PathBuf::from(&h.path)
+            } else if let Some(c) = &v.persistent_volume_claim {
+                if c.read_only == Some(true) {
+                    read_only.insert(v.name.clone());
+                }
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                claim_dir(pod_dir, ns, &c.claim_name)
+                    .map_err(|e| format!("{field}.persistentVolumeClaim: {e}"))?
             } else {
                 return Err(format!(
-                    "{field}: volume \"{}\" has a type this node does not support yet (emptyDir and hostPath are)",
+                    "{field}: volume \"{}\" has a type this node does not support yet (emptyDir, hostPath and persistentVolumeClaim are)",
                     v.name
                 ));
             };
@@ -82,6 +94,7 @@ impl PodVolumes {
         Ok(PodVolumes {
             pod_dir: pod_dir.to_path_buf(),
             sources,
+            read_only,
         })
     }
 
@@ -117,7 +130,7 @@ impl PodVolumes {
                 destination: vm.mount_path.clone(),
                 source,
                 kind: MountKind::Bind,
-                read_only: vm.read_only.unwrap_or(false),
+                read_only: vm.read_only.unwrap_or(false) || self.read_only.contains(&vm.name),
                 options: vec![],
             });
         }
@@ -136,6 +149,34 @@ impl PodVolumes {
         }
         v
     }
+}
+
+/// The directory serving a PersistentVolumeClaim on this node, made on first use:
+/// `DATA_DIR/volumes/claims/NAMESPACE/CLAIM`, beside `DATA_DIR/pods/UID` (`pod_dir`). Storage
+/// is node-local, so a pod sees its claim's data again when it comes back to the same node.
+/// World-writable like emptyDir, so any runAsUser can use it.
+fn claim_dir(pod_dir: &Path, namespace: &str, claim: &str) -> Result<PathBuf, String> {
+    let data_dir = pod_dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("no data directory above {}", pod_dir.display()))?;
+    // Names are validated DNS labels and subdomains; refuse anything that could leave the tree.
+    for part in [namespace, claim] {
+        if part.is_empty() || part.contains('/') || part.starts_with('.') {
+            return Err(format!("invalid name {part:?}"));
+        }
+    }
+    let dir = data_dir
+        .join("volumes")
+        .join("claims")
+        .join(namespace)
+        .join(claim);
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))
+            .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+    }
+    Ok(dir)
 }
 
 /// Unmounts memory-backed volumes and deletes the pod directory.
@@ -272,4 +313,30 @@ fn write_if_changed(path: &Path, data: &[u8]) -> std::io::Result<()> {
         return Ok(());
     }
     fs::write(path, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_live_beside_the_pods_and_outlive_them() {
+        let data = tempfile::tempdir().unwrap();
+        let pod_dir = data.path().join("pods").join("uid-1");
+        let dir = claim_dir(&pod_dir, "default", "data-web-0").unwrap();
+        assert_eq!(dir, data.path().join("volumes/claims/default/data-web-0"));
+        fs::write(dir.join("f"), "kept").unwrap();
+        teardown(&pod_dir).unwrap();
+        let again = claim_dir(
+            &data.path().join("pods").join("uid-2"),
+            "default",
+            "data-web-0",
+        );
+        assert_eq!(
+            fs::read_to_string(again.unwrap().join("f")).unwrap(),
+            "kept"
+        );
+        assert!(claim_dir(&pod_dir, "default", "../x").is_err());
+        assert!(claim_dir(&pod_dir, "default", "..").is_err());
+    }
 }

@@ -197,6 +197,18 @@ pub const RESOURCES: &[Resource] = &[
         "io.k8s.api.core.v1.Service"
     ),
     resource!(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+        &["pvc"],
+        &[],
+        &["status"],
+        "io.k8s.api.core.v1.PersistentVolumeClaim"
+    ),
+    resource!(
         "apps",
         "v1",
         "ReplicaSet",

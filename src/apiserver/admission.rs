@@ -199,6 +199,9 @@ pub fn admit_update(
     if resource.kind == "Pod" && !status {
         pod_update_rules(old, &object, &mut errs);
     }
+    if resource.kind == "PersistentVolumeClaim" && !status {
+        claim_update_rules(old, &object, &mut errs);
+    }
     if !errs.is_empty() {
         return Err(invalid(resource, &name, &errs));
     }
@@ -271,10 +274,35 @@ fn typed_defaults(
                 .get_or_insert_with(|| "None".to_string());
             to_value(&svc)
         }
+        "PersistentVolumeClaim" => {
+            let mut pvc: core::v1::PersistentVolumeClaim =
+                decode(resource, doc, validation, warnings)?;
+            match pvc.spec.as_mut() {
+                Some(spec) => {
+                    spec.volume_mode
+                        .get_or_insert_with(|| "Filesystem".to_string());
+                    claim_spec_rules(spec, "spec", errs);
+                }
+                None => errs.push(FieldError::required("spec")),
+            }
+            to_value(&pvc)
+        }
         "ReplicaSet" => workload!(apps::v1::ReplicaSet, replica_set_parts),
         "Deployment" => workload!(apps::v1::Deployment, deployment_parts),
-        "DaemonSet" => workload!(apps::v1::DaemonSet, daemon_set_parts),
-        "StatefulSet" => workload!(apps::v1::StatefulSet, stateful_set_parts),
+        "DaemonSet" => {
+            let value = workload!(apps::v1::DaemonSet, daemon_set_parts)?;
+            restart_always(&value, errs);
+            Ok(value)
+        }
+        "StatefulSet" => {
+            // The pods get a volume per claim template, so the template's mounts are checked
+            // with those volumes in place, and the stored template is left without them.
+            let added = claim_volumes_missing(doc);
+            let mut value = workload!(apps::v1::StatefulSet, stateful_set_parts)?;
+            remove_claim_volumes(&mut value, &added);
+            restart_always(&value, errs);
+            Ok(value)
+        }
         "Job" => {
             let mut job: batch::v1::Job = decode(resource, doc, validation, warnings)?;
             jobs::job(&mut job, errs);
@@ -370,6 +398,16 @@ fn deployment_parts(s: &mut apps::v1::DeploymentSpec) -> Parts<'_> {
 
 fn daemon_set_parts(s: &mut apps::v1::DaemonSetSpec) -> Parts<'_> {
     s.revision_history_limit.get_or_insert(10);
+    let strategy = s.update_strategy.get_or_insert_with(Default::default);
+    strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+        ru.max_unavailable.get_or_insert(IntOrString::Int(1));
+        ru.max_surge.get_or_insert(IntOrString::Int(0));
+    }
     let labels = s.template.metadata.as_ref().and_then(|m| m.labels.clone());
     let selector = s.selector.clone();
     (
@@ -380,10 +418,34 @@ fn daemon_set_parts(s: &mut apps::v1::DaemonSetSpec) -> Parts<'_> {
 }
 
 fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
+    add_claim_volumes(s);
     s.replicas.get_or_insert(1);
     s.pod_management_policy
         .get_or_insert_with(|| "OrderedReady".to_string());
     s.revision_history_limit.get_or_insert(10);
+    let strategy = s.update_strategy.get_or_insert_with(Default::default);
+    strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+        ru.partition.get_or_insert(0);
+    }
+    let retention = s
+        .persistent_volume_claim_retention_policy
+        .get_or_insert_with(Default::default);
+    retention
+        .when_deleted
+        .get_or_insert_with(|| "Retain".to_string());
+    retention
+        .when_scaled
+        .get_or_insert_with(|| "Retain".to_string());
+    for t in s.volume_claim_templates.iter_mut().flatten() {
+        if let Some(spec) = t.spec.as_mut() {
+            spec.volume_mode
+                .get_or_insert_with(|| "Filesystem".to_string());
+        }
+    }
     let labels = s.template.metadata.as_ref().and_then(|m| m.labels.clone());
     let selector = s.selector.clone();
     (
@@ -391,6 +453,120 @@ fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
         "spec.template.spec",
         Some((Some(selector), labels, "spec.template.metadata.labels")),
     )
+}
+
+/// DaemonSet and StatefulSet pods run for ever: their template may only say Always.
+fn restart_always(obj: &Value, errs: &mut FieldErrors) {
+    let policy = obj
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if policy != "Always" {
+        errs.push(FieldError::not_supported(
+            "spec.template.spec.restartPolicy",
+            policy,
+            &["Always"],
+        ));
+    }
+}
+
+/// Claim template names with no volume of that name in the pod template.
+fn claim_volumes_missing(doc: &Value) -> Vec<String> {
+    let volumes = doc
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array);
+    doc.pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+        .filter(|n| !volumes.is_some_and(|vs| vs.iter().any(|v| v["name"] == *n)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Adds the volumes [`claim_volumes_missing`] names, as the controller will.
+fn add_claim_volumes(s: &mut apps::v1::StatefulSetSpec) {
+    let names: Vec<String> = s
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    let Some(spec) = s.template.spec.as_mut() else {
+        return;
+    };
+    for name in names {
+        if spec.volumes.iter().flatten().any(|v| v.name == name) {
+            continue;
+        }
+        spec.volumes
+            .get_or_insert_with(Vec::new)
+            .push(core::v1::Volume {
+                name: name.clone(),
+                persistent_volume_claim: Some(core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: name.clone(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            });
+    }
+}
+
+fn remove_claim_volumes(obj: &mut Value, names: &[String]) {
+    let Some(spec) = obj
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if let Some(list) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        list.retain(|v| !names.iter().any(|n| v["name"] == *n));
+        if list.is_empty() {
+            spec.remove("volumes");
+        }
+    }
+}
+
+/// A claim must say how it is mounted and how much storage it needs.
+fn claim_spec_rules(
+    spec: &core::v1::PersistentVolumeClaimSpec,
+    path: &str,
+    errs: &mut FieldErrors,
+) {
+    const MODES: [&str; 4] = [
+        "ReadWriteOnce",
+        "ReadOnlyMany",
+        "ReadWriteMany",
+        "ReadWriteOncePod",
+    ];
+    let modes = spec.access_modes.as_deref().unwrap_or_default();
+    if modes.is_empty() {
+        errs.push(FieldError::required(format!("{path}.accessModes")));
+    }
+    for m in modes.iter().filter(|m| !MODES.contains(&m.as_str())) {
+        errs.push(FieldError::not_supported(
+            format!("{path}.accessModes"),
+            m.as_str(),
+            &MODES,
+        ));
+    }
+    let storage = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    let field = format!("{path}.resources[storage]");
+    match storage {
+        None => errs.push(FieldError::required(field)),
+        Some(q) => match crate::api::quantity::parse_quantity(&q.0) {
+            Ok(parsed) if parsed.is_zero() || parsed.is_negative() => errs.push(
+                FieldError::invalid(field, &q.0, "must be greater than zero"),
+            ),
+            Ok(_) => {}
+            Err(e) => errs.push(FieldError::invalid(field, &q.0, e)),
+        },
+    }
 }
 
 /// A workload's selector must be valid, non-empty and select its own template's labels.
@@ -467,6 +643,24 @@ fn pod_update_rules(old: &Value, new: &Value, errs: &mut FieldErrors) {
         errs.push(FieldError::forbidden(
             "spec",
             "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+}
+
+/// A claim's spec is fixed once created, but for its storage request.
+fn claim_update_rules(old: &Value, new: &Value, errs: &mut FieldErrors) {
+    let strip = |spec: Option<&Value>| {
+        let mut spec = spec.cloned().unwrap_or(Value::Null);
+        if let Some(s) = spec.as_object_mut() {
+            s.remove("resources");
+            s.remove("volumeAttributesClassName");
+        }
+        spec
+    };
+    if strip(old.get("spec")) != strip(new.get("spec")) {
+        errs.push(FieldError::forbidden(
+            "spec",
+            "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
         ));
     }
 }
@@ -646,6 +840,70 @@ mod tests {
             a.object["spec"]["template"]["spec"]["restartPolicy"],
             "Always"
         );
+    }
+
+    #[test]
+    fn statefulset_mounts_may_name_claim_templates_and_claims_need_storage() {
+        let sts = by_plural("apps", "v1", "statefulsets").unwrap();
+        let doc = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "app", "image": "busybox",
+                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                             "resources": {"requests": {"storage": "1Gi"}}}}]
+            }
+        });
+        let a = admit_create(sts, &doc, FieldValidation::Strict).unwrap();
+        assert!(
+            a.object["spec"]["template"]["spec"]
+                .get("volumes")
+                .is_none()
+        );
+        assert_eq!(
+            a.object["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+            0
+        );
+        assert_eq!(
+            a.object["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Retain"
+        );
+        let mut bad = doc.clone();
+        bad["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+        let e = admit_create(sts, &bad, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        assert_eq!(e.causes[0].field, "spec.template.spec.restartPolicy");
+        let mut bad = doc.clone();
+        bad["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] = json!("x");
+        let e = admit_create(sts, &bad, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 422);
+
+        let pvcs = by_plural("", "v1", "persistentvolumeclaims").unwrap();
+        let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "c", "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        let a = admit_create(pvcs, &claim, FieldValidation::Strict).unwrap();
+        assert_eq!(a.object["spec"]["volumeMode"], "Filesystem");
+        let mut bad = claim.clone();
+        bad["spec"]["resources"] = json!({});
+        bad["spec"]["accessModes"] = json!(["Sometimes"]);
+        let e = admit_create(pvcs, &bad, FieldValidation::Strict)
+            .err()
+            .unwrap();
+        let fields: Vec<&str> = e.causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["spec.accessModes", "spec.resources[storage]"]);
+        let mut grown = a.object.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        assert!(admit_update(pvcs, &a.object, &grown, FieldValidation::Strict, false).is_ok());
+        grown["spec"]["accessModes"] = json!(["ReadWriteMany"]);
+        assert!(admit_update(pvcs, &a.object, &grown, FieldValidation::Strict, false).is_err());
     }
 
     #[test]

@@ -281,6 +281,49 @@ pub(super) fn daemon_set(v: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+/// `kubectl get pvc`: capacity and access modes show once the claim names its volume.
+pub(super) fn persistent_volume_claim(v: &Value, now: Timestamp) -> Vec<Value> {
+    let phase = if v
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        "Terminating"
+    } else {
+        text(v, "/status/phase")
+    };
+    let volume = text(v, "/spec/volumeName");
+    let (capacity, modes) = if volume.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let have = strings(v, "/status/accessModes");
+        let modes: Vec<&str> = [
+            ("ReadWriteOnce", "RWO"),
+            ("ReadOnlyMany", "ROX"),
+            ("ReadWriteMany", "RWX"),
+            ("ReadWriteOncePod", "RWOP"),
+        ]
+        .iter()
+        .filter(|(m, _)| have.iter().any(|h| h == m))
+        .map(|(_, short)| *short)
+        .collect();
+        (
+            text(v, "/status/capacity/storage").to_string(),
+            modes.join(","),
+        )
+    };
+    vec![
+        name(v),
+        json!(phase),
+        json!(volume),
+        json!(capacity),
+        json!(modes),
+        json!(text(v, "/spec/storageClassName")),
+        json!(or(text(v, "/spec/volumeAttributesClassName"), "<unset>")),
+        created(v, now),
+        json!(or(text(v, "/spec/volumeMode"), "<unset>")),
+    ]
+}
+
 pub(super) fn stateful_set(v: &Value, now: Timestamp) -> Vec<Value> {
     let (names, images) = containers(v, "/spec/template/spec/containers");
     let ready = int(v, "/status/readyReplicas").unwrap_or(0);

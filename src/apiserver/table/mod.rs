@@ -307,6 +307,27 @@ const SERVICE: &[Column] = &[
         "The labels of the pods it sends traffic to.",
     ),
 ];
+const PERSISTENT_VOLUME_CLAIM: &[Column] = &[
+    NAME,
+    col("Status", "string", 0, "Pending, Bound or Lost."),
+    col("Volume", "string", 0, "The volume bound to the claim."),
+    col("Capacity", "string", 0, "The storage the bound volume has."),
+    col(
+        "Access Modes",
+        "string",
+        0,
+        "How the volume may be mounted: RWO, ROX, RWX, RWOP.",
+    ),
+    col("StorageClass", "string", 0, "The claim's storage class."),
+    col(
+        "VolumeAttributesClass",
+        "string",
+        0,
+        "The claim's volume attributes class.",
+    ),
+    AGE,
+    col("VolumeMode", "string", 1, "Filesystem or Block."),
+];
 const REPLICA_SET: &[Column] = &[
     NAME,
     col("Desired", "integer", 0, "Pods it should have."),
@@ -445,6 +466,7 @@ fn printer(resource: &Resource) -> (&'static [Column], Cells) {
         ("", "ConfigMap") => (CONFIG_MAP, cells::config_map),
         ("", "Secret") => (SECRET, cells::secret),
         ("", "Service") => (SERVICE, cells::service),
+        ("", "PersistentVolumeClaim") => (PERSISTENT_VOLUME_CLAIM, cells::persistent_volume_claim),
         ("apps", "ReplicaSet") => (REPLICA_SET, cells::replica_set),
         ("apps", "Deployment") => (DEPLOYMENT, cells::deployment),
         ("apps", "DaemonSet") => (DAEMON_SET, cells::daemon_set),
