@@ -714,8 +714,10 @@ mod tests {
             // The writer writes a burst each time the follower looks, so that between two
             // looks there are at most two bursts, three rotations: the follower's file is
             // gone, the next two are not (any more would be lost, as for any reader that
-            // falls that far behind). Test load cannot change that.
-            let (look, looked) = std::sync::mpsc::channel::<()>();
+            // falls that far behind). A rendezvous channel, so looks cannot queue up while the
+            // follower is descheduled and release several bursts at once: test load cannot
+            // change that.
+            let (look, looked) = std::sync::mpsc::sync_channel::<()>(0);
             let writer = std::thread::spawn(move || {
                 let mut i = 1;
                 while i < 120 {
