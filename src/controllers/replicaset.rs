@@ -190,4 +190,4 @@ fn deletion_order(a: &Value, b: &Value, now: Timestamp) -> Ordering {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
