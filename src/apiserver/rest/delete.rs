@@ -256,6 +256,12 @@ fn orphan_or_cascade(
                         .and_then(Value::as_array_mut)
                     {
                         refs.retain(|o| o["uid"] != uid);
+                        // No owners left: no ownerReferences at all, as Kubernetes leaves it.
+                        if refs.is_empty()
+                            && let Some(m) = d["metadata"].as_object_mut()
+                        {
+                            m.remove("ownerReferences");
+                        }
                     }
                     Ok::<_, StoreError>(())
                 });
