@@ -81,8 +81,10 @@ fn pods(c: &Cluster, selector: &str) -> Vec<(String, String, String, bool)> {
 fn wait_running(c: &Cluster, selector: &str, n: usize) -> Vec<(String, String, String, bool)> {
     c.wait_for(&format!("{n} running pods with {selector}"), 90, || {
         let p = pods(c, selector);
-        (p.len() == n && p.iter().all(|(_, phase, _, del)| phase == "Running" && !del))
-            .then_some(p)
+        (p.len() == n
+            && p.iter()
+                .all(|(_, phase, _, del)| phase == "Running" && !del))
+        .then_some(p)
     })
 }
 
@@ -120,7 +122,13 @@ fn replica_set_spreads_scales_and_orphans_its_pods() {
     let left = wait_running(&c, "app=kubia", 2);
     assert_eq!(nodes_of(&left), nodes_of(&two));
     for (name, ..) in &left {
-        let owners = c.ok(&["get", "pod", name, "-o", "jsonpath={.metadata.ownerReferences}"]);
+        let owners = c.ok(&[
+            "get",
+            "pod",
+            name,
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ]);
         assert!(owners.is_empty(), "{name} still owned: {owners}");
     }
     // A new ReplicaSet with the same selector adopts them and adds one.
@@ -131,7 +139,9 @@ fn replica_set_spreads_scales_and_orphans_its_pods() {
     }
     // Without --cascade=orphan the pods go with it.
     c.ok(&["delete", "rs", "kubia"]);
-    c.wait_for("the pods gone", 30, || pods(&c, "app=kubia").is_empty().then_some(()));
+    c.wait_for("the pods gone", 30, || {
+        pods(&c, "app=kubia").is_empty().then_some(())
+    });
 }
 
 #[test]
@@ -146,11 +156,27 @@ fn deployment_rolls_out_rolls_back_and_releases_a_relabelled_pod() {
     let status = c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
     let get = c.ok(&["get", "deploy", "web"]);
-    assert!(get.starts_with("NAME") && get.contains("UP-TO-DATE"), "{get}");
+    assert!(
+        get.starts_with("NAME") && get.contains("UP-TO-DATE"),
+        "{get}"
+    );
     let row: Vec<&str> = get.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[..4], ["web", "3/3", "3", "3"], "{get}");
-    let rs1 = c.ok(&["get", "rs", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
-    let hash = c.ok(&["get", "pod", &first[0].0, "-o", "jsonpath={.metadata.labels.pod-template-hash}"]);
+    let rs1 = c.ok(&[
+        "get",
+        "rs",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let hash = c.ok(&[
+        "get",
+        "pod",
+        &first[0].0,
+        "-o",
+        "jsonpath={.metadata.labels.pod-template-hash}",
+    ]);
     assert_eq!(rs1, format!("web-{hash}"));
 
     // Relabel a pod out of the Deployment: released, kept running, replaced.
@@ -160,37 +186,87 @@ fn deployment_rolls_out_rolls_back_and_releases_a_relabelled_pod() {
     assert!(now.iter().all(|(n, ..)| *n != moved));
     let kept = wait_running(&c, "app=myapp", 1);
     assert_eq!(kept[0].0, moved);
-    let owners = c.ok(&["get", "pod", &moved, "-o", "jsonpath={.metadata.ownerReferences}"]);
+    let owners = c.ok(&[
+        "get",
+        "pod",
+        &moved,
+        "-o",
+        "jsonpath={.metadata.ownerReferences}",
+    ]);
     assert!(owners.is_empty(), "released: {owners}");
     c.ok(&["delete", "pod", &moved, "--wait=false"]);
 
     // A new image (the same busybox under its full name) rolls out one pod at a time.
-    c.ok(&["set", "image", "deployment/web", "web=docker.io/library/busybox:latest"]);
-    c.ok(&["annotate", "deployment/web", "kubernetes.io/change-cause=full image name"]);
+    c.ok(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=docker.io/library/busybox:latest",
+    ]);
+    c.ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=full image name",
+    ]);
     let status = c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
     let p = wait_running(&c, "app=web", 3);
-    let images = c.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
-    assert!(images.split(' ').all(|i| i == "docker.io/library/busybox:latest"), "{images} {p:?}");
+    let images = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
+    assert!(
+        images
+            .split(' ')
+            .all(|i| i == "docker.io/library/busybox:latest"),
+        "{images} {p:?}"
+    );
     let history = c.ok(&["rollout", "history", "deployment/web"]);
-    assert!(history.contains("REVISION") && history.contains("full image name"), "{history}");
-    let revs: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(
+        history.contains("REVISION") && history.contains("full image name"),
+        "{history}"
+    );
+    let revs: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     assert_eq!(revs, ["1", "2"], "{history}");
 
     // Undo: the first ReplicaSet is reused under revision 3.
     c.ok(&["rollout", "undo", "deployment/web"]);
     let status = c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
-    let rev = c.ok(&["get", "rs", &rs1, "-o", "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}"]);
-    assert_eq!(rev, "3");
+    let rev = c.ok(&[
+        "get",
+        "rs",
+        &rs1,
+        "-o",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    ]);
+    assert_eq!(rev, "3", "{}", c.ok(&["get", "rs,deploy", "-o", "yaml"]));
     let sets = c.ok(&["get", "rs", "-l", "app=web", "-o", "name"]);
     assert_eq!(sets.lines().count(), 2, "{sets}");
     let history = c.ok(&["rollout", "history", "deployment/web"]);
-    let revs: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    let revs: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     assert_eq!(revs, ["2", "3"], "{history}");
     c.ok(&["rollout", "undo", "deployment/web", "--to-revision=2"]);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
-    let images = c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    let images = c.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
     assert_eq!(images, "docker.io/library/busybox:latest");
 
     // Pause: template changes wait; resume rolls them out; restart makes a new ReplicaSet.
@@ -199,7 +275,13 @@ fn deployment_rolls_out_rolls_back_and_releases_a_relabelled_pod() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let sets = c.ok(&["get", "rs", "-l", "app=web", "-o", "name"]);
     assert_eq!(sets.lines().count(), 2, "no rollout while paused: {sets}");
-    let reason = c.ok(&["get", "deploy", "web", "-o", "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}"]);
+    let reason = c.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+    ]);
     assert_eq!(reason, "DeploymentPaused");
     c.ok(&["rollout", "resume", "deployment/web"]);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);

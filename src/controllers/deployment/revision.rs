@@ -22,8 +22,8 @@ const NOT_COPIED: &[&str] = &[
     "deprecated.deployment.rollback.to",
 ];
 
-/// The pod-template hash: FNV-1a (32 bit) over the template's JSON (keys sorted, as stored)
-/// and the collision count, written as Kubernetes does (the decimal digits mapped into its
+/// The pod-template hash: FNV-1a (32 bit) over the template's JSON (keys sorted, empty values
+/// dropped) and the collision count, written as Kubernetes does (the decimal digits mapped into its
 /// safe alphabet, so `1234` reads `5678`).
 pub fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
     let mut h: u32 = 0x811c_9dc5;
@@ -33,7 +33,7 @@ pub fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
             h = h.wrapping_mul(0x0100_0193);
         }
     };
-    feed(template.to_string().as_bytes());
+    feed(without_hash(template).to_string().as_bytes());
     if let Some(c) = collision_count {
         feed(&(c as u32).to_le_bytes());
     }
@@ -44,7 +44,9 @@ pub fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
         .collect()
 }
 
-/// The template without the pod-template-hash label.
+/// The template without the pod-template-hash label and without empty values (null, `{}`,
+/// `[]`): kubectl's rollback sends the template as its Go structs print it (`resources: {}`,
+/// `creationTimestamp: null`), which must still match the ReplicaSet it came from.
 fn without_hash(template: &Value) -> Value {
     let mut t = template.clone();
     if let Some(l) = t
@@ -53,7 +55,26 @@ fn without_hash(template: &Value) -> Value {
     {
         l.remove(HASH_LABEL);
     }
+    prune(&mut t);
     t
+}
+
+/// Drops null, empty-object and empty-array members, innermost first.
+fn prune(v: &mut Value) {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    };
+    match v {
+        Value::Object(m) => {
+            m.values_mut().for_each(prune);
+            m.retain(|_, v| !empty(v));
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune),
+        _ => {}
+    }
 }
 
 /// The ReplicaSet running the Deployment's current template (the oldest such, as Kubernetes

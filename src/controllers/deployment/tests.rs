@@ -69,6 +69,11 @@ fn hash_is_stable_and_kubernetes_shaped() {
     assert_eq!(h, template_hash(&tpl.clone(), None));
     assert_ne!(h, template_hash(&tpl, Some(1)));
     assert!(h.chars().all(|c| "456789bcdf".contains(c)), "{h}");
+    // kubectl's rollback template (Go zero values printed) hashes and compares the same.
+    let printed = json!({"metadata": {"labels": {"app": "web"}, "creationTimestamp": null},
+        "spec": {"containers": [{"resources": {}}]}});
+    let plain = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{}]}});
+    assert_eq!(template_hash(&printed, None), template_hash(&plain, None));
 }
 
 #[test]
