@@ -137,10 +137,17 @@ fn replica_set_spreads_scales_and_orphans_its_pods() {
     for (name, ..) in &left {
         assert!(adopted.iter().any(|(n, ..)| n == name), "{name} adopted");
     }
-    // Without --cascade=orphan the pods go with it.
-    c.ok(&["delete", "rs", "kubia"]);
-    c.wait_for("the pods gone", 30, || {
-        pods(&c, "app=kubia").is_empty().then_some(())
+    // In the foreground the pods go first, then the ReplicaSet.
+    c.ok(&[
+        "delete",
+        "rs",
+        "kubia",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    c.wait_for("the pods and the ReplicaSet gone", 30, || {
+        let gone = !c.kubectl(&["get", "rs", "kubia"]).status.success();
+        (gone && pods(&c, "app=kubia").is_empty()).then_some(())
     });
 }
 

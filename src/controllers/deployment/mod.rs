@@ -51,8 +51,9 @@ pub fn pass(store: &Store, now: Timestamp) -> Result<(), StoreError> {
         let Some((sets, pods)) = by_ns.get(&ns) else {
             continue;
         };
+        let name = meta(&d, "name").to_string();
         if let Err(e) = sync(store, d, sets, pods, now) {
-            tracing::warn!("deployment {ns}/: {e}");
+            tracing::warn!("deployment {ns}/{name}: {e}");
         }
     }
     Ok(())

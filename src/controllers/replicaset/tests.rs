@@ -185,6 +185,14 @@ fn a_thousand_replicas_are_created_quickly() {
     eprintln!("1000 pods created in {took:?}");
     let st = &s.get("ReplicaSet", "default", "web").unwrap().unwrap()["status"];
     assert_eq!(st["replicas"], 1000);
+    // The garbage collector's scan of them, for scale.
+    let started = std::time::Instant::now();
+    crate::controllers::garbage_collector::pass(&s, t(1)).unwrap();
+    eprintln!(
+        "garbage collector pass over 1000 owned pods: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(owned_pods(&s, meta(&r, "uid")).len(), 1000);
 }
 
 #[test]
