@@ -40,17 +40,19 @@ struct Sync<'a> {
 }
 
 pub fn pass(store: &Store, now: Timestamp) -> Result<(), StoreError> {
-    let mut by_ns: HashMap<String, (Vec<Value>, Vec<Value>)> = HashMap::new();
+    let mut sets_by_ns: HashMap<String, Vec<Value>> = HashMap::new();
+    // Pods are read only for Recreate, which waits for old ones to be gone.
+    let mut pods_by_ns: HashMap<String, Vec<Value>> = HashMap::new();
     for d in store.list("Deployment", None, None)? {
         let ns = meta(&d, "namespace").to_string();
-        if !by_ns.contains_key(&ns) {
-            let sets = store.list("ReplicaSet", Some(&ns), None)?;
-            let pods = store.list("Pod", Some(&ns), None)?;
-            by_ns.insert(ns.clone(), (sets, pods));
+        if !sets_by_ns.contains_key(&ns) {
+            sets_by_ns.insert(ns.clone(), store.list("ReplicaSet", Some(&ns), None)?);
         }
-        let Some((sets, pods)) = by_ns.get(&ns) else {
-            continue;
-        };
+        if strategy(&d) == "Recreate" && !pods_by_ns.contains_key(&ns) {
+            pods_by_ns.insert(ns.clone(), store.list("Pod", Some(&ns), None)?);
+        }
+        let sets = sets_by_ns.get(&ns).map(Vec::as_slice).unwrap_or_default();
+        let pods = pods_by_ns.get(&ns).map(Vec::as_slice).unwrap_or_default();
         let name = meta(&d, "name").to_string();
         if let Err(e) = sync(store, d, sets, pods, now) {
             tracing::warn!("deployment {ns}/{name}: {e}");
