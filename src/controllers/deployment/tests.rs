@@ -367,3 +367,21 @@ fn scaling_mid_rollout_spreads_over_replica_sets() {
             .all(|r| controller_uid(r) == Some(uid.as_str()))
     );
 }
+
+#[test]
+fn a_deployment_of_a_thousand_replicas_is_filled_in_one_round() {
+    let (_d, s) = store();
+    s.create(
+        "Deployment",
+        &deployment(1000, rolling(json!("25%"), json!("25%"))),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    pass(&s, t(0)).unwrap();
+    replicaset::pass(&s, t(0)).unwrap();
+    pass(&s, t(0)).unwrap();
+    let took = started.elapsed();
+    eprintln!("Deployment of 1000: ReplicaSet and pods created in {took:?}");
+    assert_eq!(s.list("Pod", Some("default"), None).unwrap().len(), 1000);
+    assert_eq!(get(&s, "Deployment", "web")["status"]["replicas"], 1000);
+}

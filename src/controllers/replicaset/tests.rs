@@ -185,6 +185,12 @@ fn a_thousand_replicas_are_created_quickly() {
     eprintln!("1000 pods created in {took:?}");
     let st = &s.get("ReplicaSet", "default", "web").unwrap().unwrap()["status"];
     assert_eq!(st["replicas"], 1000);
+    let started = std::time::Instant::now();
+    pass(&s, t(1)).unwrap();
+    eprintln!(
+        "steady replicaset pass over 1000 pods: {:?}",
+        started.elapsed()
+    );
     // The garbage collector's scan of them, for scale.
     let started = std::time::Instant::now();
     crate::controllers::garbage_collector::pass(&s, t(1)).unwrap();
