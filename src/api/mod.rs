@@ -7,6 +7,7 @@
 //! Must not touch: the store, the runtime or anything with side effects. Everything here is pure
 //! so that every role (agent, hub, CLI) applies the very same rules.
 
+pub mod batch;
 pub mod conditions;
 pub mod decode;
 pub mod defaults;

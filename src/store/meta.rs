@@ -92,41 +92,15 @@ pub(super) fn now() -> Result<Value, StoreError> {
 }
 
 pub(super) fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
-    let mut buf = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        let rest = &mut buf[filled..];
-        // SAFETY: the pointer and length describe `rest`, a live, writable slice.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(StoreError::Io {
-                path: "getrandom".to_string(),
-                source: err,
-            });
-        }
-        filled += n.unsigned_abs();
-    }
-    Ok(buf)
+    crate::api::names::random_bytes::<N>().map_err(|source| StoreError::Io {
+        path: "getrandom".to_string(),
+        source,
+    })
 }
 
 /// A random (version 4) UUID in its canonical text form, as the API server assigns to `uid`.
 pub(super) fn new_uid() -> Result<String, StoreError> {
-    let mut b = random_bytes::<16>()?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Ok(crate::api::names::uuid_v4(random_bytes::<16>()?))
 }
 
 #[cfg(test)]

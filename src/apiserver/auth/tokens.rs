@@ -138,7 +138,7 @@ impl Tokens {
             }
         }
         let token = hex::encode(random_bytes::<32>()?);
-        let uid = uuid_v4(random_bytes::<16>()?);
+        let uid = crate::api::names::uuid_v4(random_bytes::<16>()?);
         let entry = Entry::new(
             token.clone(),
             User {
@@ -228,21 +228,6 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
         .fill(&mut bytes)
         .map_err(|_| AuthError::Random)?;
     Ok(bytes)
-}
-
-/// RFC 4122 version 4 form, as Kubernetes uids look.
-fn uuid_v4(mut b: [u8; 16]) -> String {
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 /// Quotes a field when CSV needs it (Go's encoding/csv reads it back the same).
@@ -395,7 +380,7 @@ mod tests {
 
     #[test]
     fn uuid_has_version_and_variant() {
-        let u = uuid_v4([0xff; 16]);
+        let u = crate::api::names::uuid_v4([0xff; 16]);
         assert_eq!(u, "ffffffff-ffff-4fff-bfff-ffffffffffff");
     }
 }
