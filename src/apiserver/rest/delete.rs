@@ -4,7 +4,9 @@
 //! `deletionGracePeriodSeconds`, the node stops it (preStop, SIGTERM, grace, SIGKILL) and says it
 //! is gone, and only then does the hub remove it. Objects with finalizers wait for them to be
 //! cleared. A Namespace moves to Terminating; the namespace controller empties and removes it.
-//! Dependents (by ownerReferences) are removed or orphaned per `propagationPolicy`.
+//! Dependents (by ownerReferences) are removed or orphaned per `propagationPolicy` here, at once;
+//! a Foreground deletion only marks the owner (finalizer `foregroundDeletion`) and leaves the
+//! dependents to the garbage collector ([`crate::controllers::garbage_collector`]).
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -132,7 +134,11 @@ fn delete_one(
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    if graceful.is_some() || has_finalizers || resource.kind == "Namespace" {
+    // Foreground deletion is the garbage collector's: the owner stays, marked, until its
+    // blocking dependents are gone. Pods and namespaces have their own ways to go.
+    let foreground = opts.propagation.as_deref() == Some("Foreground")
+        && !matches!(resource.kind, "Pod" | "Namespace");
+    if graceful.is_some() || has_finalizers || foreground || resource.kind == "Namespace" {
         let grace = graceful.unwrap_or(0);
         let marked = state
             .store
@@ -152,13 +158,15 @@ fn delete_one(
                 if resource.kind == "Namespace" {
                     obj["status"]["phase"] = json!("Terminating");
                 }
-                if opts.propagation.as_deref() == Some("Foreground") {
+                if foreground {
                     add_finalizer(obj, "foregroundDeletion");
                 }
                 Ok::<_, StoreError>(())
             })
             .map_err(|e| store_error(&target, e))?;
-        orphan_or_cascade(state, &marked, opts)?;
+        if !foreground {
+            orphan_or_cascade(state, &marked, opts)?;
+        }
         return finish_deletion(state, resource, marked).map_err(|e| store_error(&target, e));
     }
     let removed = state
@@ -248,6 +256,12 @@ fn orphan_or_cascade(
                         .and_then(Value::as_array_mut)
                     {
                         refs.retain(|o| o["uid"] != uid);
+                        // No owners left: no ownerReferences at all, as Kubernetes leaves it.
+                        if refs.is_empty()
+                            && let Some(m) = d["metadata"].as_object_mut()
+                        {
+                            m.remove("ownerReferences");
+                        }
                     }
                     Ok::<_, StoreError>(())
                 });
