@@ -61,6 +61,7 @@ impl Scheduler {
 
     /// Places every pending pod (unbound, not being deleted, for the default scheduler).
     pub fn pass(&mut self, store: &Store) -> Result<Stats, StoreError> {
+        let t0 = std::time::Instant::now();
         let raw_nodes = store.list("Node", None, None)?;
         let pods = store.list("Pod", None, None)?;
         let mut nodes: Vec<NodeInfo> = raw_nodes.iter().map(NodeInfo::of).collect();
@@ -109,12 +110,15 @@ impl Scheduler {
             decisions.push((pod, decision));
         }
         self.waiting = stats.unschedulable;
+        let t1 = std::time::Instant::now();
         bind::write(store, &decisions)?;
-        for (pod, d) in &decisions {
-            if let Decision::Bind(node) = d {
-                tracing::debug!(pod = %format!("{}/{}", meta(pod, "namespace"), meta(pod, "name")), node = %node, "bound");
-            }
-        }
+        tracing::debug!(
+            bound = stats.bound,
+            unschedulable = stats.unschedulable,
+            "scheduler pass: {:?} reading and deciding, {:?} writing",
+            t1 - t0,
+            t1.elapsed()
+        );
         Ok(stats)
     }
 
