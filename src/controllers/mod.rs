@@ -19,6 +19,7 @@ pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_control;
+pub mod pod_gc;
 pub mod replicaset;
 pub mod statefulset;
 pub mod taint_eviction;
@@ -146,7 +147,7 @@ pub fn spawn_all(ctx: Context) {
     ));
     // The workload controllers: each one's period bounds how late a time-driven step (a
     // back-off, a deadline, a schedule, minReadySeconds) can be noticed.
-    let workloads: [(&'static str, Pass); 9] = [
+    let workloads: [(&'static str, Pass); 10] = [
         ("replicaset", replicaset::pass),
         ("deployment", deployment::pass),
         ("daemonset", daemonset::pass),
@@ -155,6 +156,7 @@ pub fn spawn_all(ctx: Context) {
         ("cronjob", cronjob::pass),
         ("garbage collector", garbage_collector::pass),
         ("taint eviction", taint_eviction::pass),
+        ("pod garbage collector", pod_gc::pass),
         ("horizontal pod autoscaler", horizontal::pass),
     ];
     for (name, pass) in workloads {
