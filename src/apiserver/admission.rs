@@ -519,7 +519,10 @@ fn prepare_for_create(resource: &Resource, obj: &mut Value) {
 /// not-ready and unreachable NoExecute taints tolerates them for 300 s, so a node going away
 /// evicts its pods after five minutes rather than at once.
 fn default_toleration_seconds(pod: &mut Value) {
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         let list = &mut pod["spec"]["tolerations"];
         let covered = list.as_array().into_iter().flatten().any(|t| {
             let k = t["key"].as_str().unwrap_or_default();
@@ -533,8 +536,10 @@ fn default_toleration_seconds(pod: &mut Value) {
             *list = json!([]);
         }
         if let Some(l) = list.as_array_mut() {
-            l.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
-                          "tolerationSeconds": 300}));
+            l.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                          "tolerationSeconds": 300}),
+            );
         }
     }
 }
@@ -629,7 +634,12 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| (t["key"].as_str().unwrap(), t["tolerationSeconds"].as_i64().unwrap()))
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap(),
+                    t["tolerationSeconds"].as_i64().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             keys,

@@ -50,7 +50,9 @@ fn pod(name: &str, i: usize, owner: Option<&str>) -> Value {
     let mut p = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default"},
         "spec": spec, "status": {"phase": "Pending"}});
-    let owner = owner.map(str::to_string).unwrap_or(format!("rs-{}", i / 10));
+    let owner = owner
+        .map(str::to_string)
+        .unwrap_or(format!("rs-{}", i / 10));
     p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
         "name": owner, "uid": owner, "controller": true}]);
     p
@@ -116,9 +118,7 @@ pub fn run(nodes: usize, pods: usize) -> anyhow::Result<()> {
         let spread = store
             .list("Pod", Some("default"), None)?
             .iter()
-            .filter(|p| {
-                crate::controllers::pod_control::controller_uid(p) == Some("deploy-rs")
-            })
+            .filter(|p| crate::controllers::pod_control::controller_uid(p) == Some("deploy-rs"))
             .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
             .collect::<std::collections::BTreeSet<_>>()
             .len();

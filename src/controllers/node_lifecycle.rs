@@ -61,8 +61,11 @@ fn stale(node: &Value, now: Timestamp, grace: Duration) -> Option<bool> {
     match ready {
         Some(r) if r["status"] == "Unknown" => None,
         Some(r) => older(r["lastHeartbeatTime"].as_str()).then_some(false),
-        None => older(node.pointer("/metadata/creationTimestamp").and_then(Value::as_str))
-            .then_some(true),
+        None => older(
+            node.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str),
+        )
+        .then_some(true),
     }
 }
 
@@ -70,7 +73,10 @@ fn stale(node: &Value, now: Timestamp, grace: Duration) -> Option<bool> {
 fn mark_unknown(node: &mut Value, now: Timestamp, never: bool) {
     let stamp = crate::api::time::format(now);
     let (reason, message) = if never {
-        ("NodeStatusNeverUpdated", "Kubelet never posted node status.")
+        (
+            "NodeStatusNeverUpdated",
+            "Kubelet never posted node status.",
+        )
     } else {
         ("NodeStatusUnknown", "Kubelet stopped posting node status.")
     };
@@ -97,7 +103,10 @@ fn mark_unknown(node: &mut Value, now: Timestamp, never: bool) {
 /// The node's taints as they should be: the managed ones set from its state, the rest kept.
 /// A managed taint already present keeps its timeAdded.
 fn taints_after(node: &Value, now: Timestamp) -> Value {
-    let current: Vec<Value> = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    let current: Vec<Value> = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let ready = crate::scheduler::node_info::ready_status(node);
     let condition_key = match ready {
         "Unknown" => Some(UNREACHABLE),
@@ -155,7 +164,13 @@ mod tests {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|t| format!("{}:{}", t["key"].as_str().unwrap(), t["effect"].as_str().unwrap()))
+            .map(|t| {
+                format!(
+                    "{}:{}",
+                    t["key"].as_str().unwrap(),
+                    t["effect"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 
@@ -163,11 +178,14 @@ mod tests {
     fn a_silent_node_goes_unknown_and_unreachable_then_recovers() {
         let (_d, s) = store();
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        s.create("Node", &json!({"metadata": {"name": "pi"},
+        s.create(
+            "Node",
+            &json!({"metadata": {"name": "pi"},
             "spec": {"taints": [{"key": "dedicated", "value": "edge", "effect": "NoSchedule"}]},
             "status": {"conditions": [{"type": "Ready", "status": "True",
-                "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}}))
-            .unwrap();
+                "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}}),
+        )
+        .unwrap();
         pass(&s, t0 + SignedDuration::from_secs(10), GRACE).unwrap();
         assert_eq!(taint_keys(&s, "pi"), ["dedicated:NoSchedule"]);
         let later = t0 + SignedDuration::from_secs(41);
@@ -199,7 +217,10 @@ mod tests {
         pass(&s, t0 + SignedDuration::from_secs(101), GRACE).unwrap();
         assert_eq!(
             taint_keys(&s, "pi"),
-            ["dedicated:NoSchedule", "node.kubernetes.io/unschedulable:NoSchedule"]
+            [
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/unschedulable:NoSchedule"
+            ]
         );
     }
 
@@ -207,11 +228,15 @@ mod tests {
     fn not_ready_and_never_reported_nodes() {
         let (_d, s) = store();
         let now = Timestamp::now();
-        s.create("Node", &json!({"metadata": {"name": "sick"},
+        s.create(
+            "Node",
+            &json!({"metadata": {"name": "sick"},
             "status": {"conditions": [{"type": "Ready", "status": "False",
-                "lastHeartbeatTime": crate::api::time::format(now)}]}}))
+                "lastHeartbeatTime": crate::api::time::format(now)}]}}),
+        )
+        .unwrap();
+        s.create("Node", &json!({"metadata": {"name": "silent"}}))
             .unwrap();
-        s.create("Node", &json!({"metadata": {"name": "silent"}})).unwrap();
         pass(&s, now, GRACE).unwrap();
         assert_eq!(
             taint_keys(&s, "sick"),
@@ -223,7 +248,10 @@ mod tests {
         assert!(taint_keys(&s, "silent").is_empty());
         pass(&s, now + SignedDuration::from_secs(60), GRACE).unwrap();
         let n = s.get("Node", "", "silent").unwrap().unwrap();
-        assert_eq!(n["status"]["conditions"][0]["reason"], "NodeStatusNeverUpdated");
+        assert_eq!(
+            n["status"]["conditions"][0]["reason"],
+            "NodeStatusNeverUpdated"
+        );
         assert_eq!(taint_keys(&s, "silent").len(), 2);
     }
 }

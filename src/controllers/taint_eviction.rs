@@ -104,11 +104,14 @@ mod tests {
     }
 
     fn pod(s: &Store, name: &str, tolerations: Value) {
-        s.create("Pod", &json!({"metadata": {"name": name, "namespace": "default"},
+        s.create(
+            "Pod",
+            &json!({"metadata": {"name": name, "namespace": "default"},
             "spec": {"nodeName": "pi", "terminationGracePeriodSeconds": 30,
                      "containers": [{"name": "c"}], "tolerations": tolerations},
-            "status": {"phase": "Running"}}))
-            .unwrap();
+            "status": {"phase": "Running"}}),
+        )
+        .unwrap();
     }
 
     fn evicted(s: &Store, name: &str) -> bool {

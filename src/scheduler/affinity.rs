@@ -217,22 +217,31 @@ mod tests {
     #[test]
     fn required_terms_are_ored_and_expressions_anded() {
         let pod = json!({"spec": {"nodeSelector": {"disk": "ssd"}, "affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]},
-                                      {"key": "zone", "operator": "NotIn", "values": ["a"]}]},
-                {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]},
-            ]},
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}},
-                {"weight": 3, "preference": {"matchExpressions": [{"key": "old", "operator": "DoesNotExist"}]}},
-            ]}}}});
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]},
+                                  {"key": "zone", "operator": "NotIn", "values": ["a"]}]},
+            {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]},
+        ]},
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}},
+            {"weight": 3, "preference": {"matchExpressions": [{"key": "old", "operator": "DoesNotExist"}]}},
+        ]}}}});
         let a = NodeAffinity::of(&pod);
-        assert!(a.admits(&labels(&[("disk", "ssd"), ("cores", "8"), ("zone", "b")]), "n"));
-        assert!(!a.admits(&labels(&[("disk", "ssd"), ("cores", "8"), ("zone", "a")]), "n"));
+        assert!(a.admits(
+            &labels(&[("disk", "ssd"), ("cores", "8"), ("zone", "b")]),
+            "n"
+        ));
+        assert!(!a.admits(
+            &labels(&[("disk", "ssd"), ("cores", "8"), ("zone", "a")]),
+            "n"
+        ));
         assert!(!a.admits(&labels(&[("disk", "ssd"), ("cores", "2")]), "n"));
         assert!(a.admits(&labels(&[("disk", "ssd"), ("gpu", "1")]), "n"));
         assert!(!a.admits(&labels(&[("disk", "hdd"), ("gpu", "1")]), "n"));
-        assert!(!a.admits(&labels(&[("disk", "ssd"), ("cores", "x"), ("zone", "b")]), "n"));
+        assert!(!a.admits(
+            &labels(&[("disk", "ssd"), ("cores", "x"), ("zone", "b")]),
+            "n"
+        ));
         assert_eq!(a.preference(&labels(&[("zone", "b")]), "n"), 13);
         assert_eq!(a.preference(&labels(&[("old", "1")]), "n"), 0);
     }
@@ -249,10 +258,10 @@ mod tests {
     #[test]
     fn anti_affinity_namespaces_default_to_the_pods_own() {
         let pod = json!({"metadata": {"namespace": "web"}, "spec": {"affinity": {"podAntiAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"},
-                {"labelSelector": {"matchLabels": {"app": "cache"}}, "namespaces": ["other"], "topologyKey": "kubernetes.io/hostname"},
-            ]}}}});
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"},
+            {"labelSelector": {"matchLabels": {"app": "cache"}}, "namespaces": ["other"], "topologyKey": "kubernetes.io/hostname"},
+        ]}}}});
         let terms = anti_affinity(&pod);
         assert!(terms[0].selects("web", &labels(&[("app", "db")])));
         assert!(!terms[0].selects("other", &labels(&[("app", "db")])));

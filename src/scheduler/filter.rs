@@ -95,9 +95,8 @@ fn fits<'a>(pod: &'a PodInfo, node: &'a NodeInfo) -> Result<(), Fail<'a>> {
 /// Required pod anti-affinity by hostname, both ways: the pod's terms against the pods on the
 /// node, and theirs against the pod. Terms with another topology key are not enforced.
 fn anti_affinity<'a>(pod: &'a PodInfo, node: &'a NodeInfo) -> Result<(), Fail<'a>> {
-    let host_terms = |terms: &'a [super::affinity::PodTerm]| {
-        terms.iter().filter(|t| t.topology_key == HOSTNAME)
-    };
+    let host_terms =
+        |terms: &'a [super::affinity::PodTerm]| terms.iter().filter(|t| t.topology_key == HOSTNAME);
     for term in host_terms(&pod.anti) {
         if node
             .placed
@@ -157,9 +156,12 @@ mod tests {
             reasons(&pod(json!({})), &n),
             ["node(s) had untolerated taint {dedicated: gpu}"]
         );
-        let ok = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu"}]}));
+        let ok = pod(
+            json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu"}]}),
+        );
         assert!(check(&ok, &n).is_ok());
-        let unknown = node(json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}));
+        let unknown =
+            node(json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}));
         assert_eq!(
             reasons(&pod(json!({})), &unknown),
             ["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"]
@@ -170,7 +172,10 @@ mod tests {
     fn node_selector_and_affinity() {
         let n = node(json!({}));
         assert!(check(&pod(json!({"nodeSelector": {"disk": "ssd"}})), &n).is_ok());
-        assert_eq!(reasons(&pod(json!({"nodeSelector": {"gpu": "true"}})), &n), [AFFINITY]);
+        assert_eq!(
+            reasons(&pod(json!({"nodeSelector": {"gpu": "true"}})), &n),
+            [AFFINITY]
+        );
     }
 
     #[test]
@@ -180,23 +185,36 @@ mod tests {
             {"cpu": "2500m", "memory": "3Gi", "nvidia.com/gpu": "2"}}}]});
         assert_eq!(
             reasons(&pod(big), &n),
-            ["Insufficient cpu", "Insufficient memory", "Insufficient nvidia.com/gpu"]
+            [
+                "Insufficient cpu",
+                "Insufficient memory",
+                "Insufficient nvidia.com/gpu"
+            ]
         );
-        let half = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": "1"}}}]}));
+        let half = pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": "1"}}}]}),
+        );
         assert!(check(&half, &n).is_ok());
         n.add_pending(&half);
         n.add_pending(&half);
-        assert_eq!(reasons(&half, &n), ["Insufficient cpu", "Insufficient nvidia.com/gpu"]);
+        assert_eq!(
+            reasons(&half, &n),
+            ["Insufficient cpu", "Insufficient nvidia.com/gpu"]
+        );
         n.add_pending(&pod(json!({})));
         assert_eq!(reasons(&pod(json!({})), &n), [TOO_MANY_PODS]);
-        let amd = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"amd.com/gpu": "1"}}}]}));
+        let amd = pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"amd.com/gpu": "1"}}}]}),
+        );
         assert!(reasons(&amd, &node(json!({}))).contains(&"Insufficient amd.com/gpu".to_string()));
     }
 
     #[test]
     fn host_ports_conflict() {
         let mut n = node(json!({}));
-        let web = pod(json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]}));
+        let web = pod(
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]}),
+        );
         assert!(check(&web, &n).is_ok());
         n.add_pending(&web);
         assert_eq!(reasons(&web, &n), [PORTS]);

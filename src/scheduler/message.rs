@@ -47,7 +47,10 @@ mod tests {
     #[test]
     fn reasons_are_counted_and_sorted_as_strings() {
         let counts = BTreeMap::from([
-            ("node(s) didn't match Pod's node affinity/selector".to_string(), 2),
+            (
+                "node(s) didn't match Pod's node affinity/selector".to_string(),
+                2,
+            ),
             ("Insufficient memory".to_string(), 1),
         ]);
         assert_eq!(

@@ -94,7 +94,9 @@ impl Scheduler {
         // kube-scheduler's queue order: higher priority first, then older first.
         pending.sort_by_cached_key(|p| {
             (
-                -p.pointer("/spec/priority").and_then(Value::as_i64).unwrap_or(0),
+                -p.pointer("/spec/priority")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
                 meta(p, "creationTimestamp").to_string(),
             )
         });

@@ -40,7 +40,10 @@ pub fn host_ports(pod: &Value) -> Vec<HostPort> {
                 .filter(|p| *p > 0)
                 .or_else(|| p["containerPort"].as_i64().filter(|_| host_network));
             if let Some(port) = port {
-                let ip = p["hostIP"].as_str().filter(|s| !s.is_empty()).unwrap_or("0.0.0.0");
+                let ip = p["hostIP"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("0.0.0.0");
                 out.push(HostPort {
                     protocol: p["protocol"].as_str().unwrap_or("TCP").to_string(),
                     ip: ip.to_string(),
@@ -139,7 +142,9 @@ impl NodeInfo {
             _ => Some(taints::NOT_READY),
         };
         if let Some(key) = implied
-            && !taints.iter().any(|t| t.key == key && t.effect == "NoSchedule")
+            && !taints
+                .iter()
+                .any(|t| t.key == key && t.effect == "NoSchedule")
         {
             taints.push(Taint {
                 key: key.to_string(),

@@ -100,7 +100,12 @@ pub fn pod_requests(pod: &Value) -> PodRequests {
     let (mut nz_cpu, mut nz_mem) = (0, 0);
     let mut count = |r: &Resources, sign: i64| {
         nz_cpu += sign * if r.cpu == 0 { NON_ZERO_CPU } else { r.cpu };
-        nz_mem += sign * if r.memory == 0 { NON_ZERO_MEMORY } else { r.memory };
+        nz_mem += sign
+            * if r.memory == 0 {
+                NON_ZERO_MEMORY
+            } else {
+                r.memory
+            };
     };
     for c in containers {
         let r = Resources::from_list(c.pointer("/resources/requests"));
@@ -161,14 +166,14 @@ mod tests {
     #[test]
     fn init_containers_count_by_their_peak_and_sidecars_add_up() {
         let pod = json!({"spec": {
-            "initContainers": [
-                {"name": "big", "resources": {"requests": {"cpu": "2", "memory": "64Mi"}}},
-                {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}},
-            ],
-            "containers": [
-                {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"}}},
-                {"name": "b", "resources": {"requests": {"cpu": "250m"}}},
-            ]}});
+        "initContainers": [
+            {"name": "big", "resources": {"requests": {"cpu": "2", "memory": "64Mi"}}},
+            {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}},
+        ],
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "250m"}}},
+        ]}});
         let r = pod_requests(&pod);
         // containers 750m + sidecar 100m = 850m < init peak 2000m.
         assert_eq!(r.requests.cpu, 2000);

@@ -46,8 +46,7 @@ pub fn best(pod: &PodInfo, nodes: &[NodeInfo], candidates: &[usize]) -> Option<u
                     .taints
                     .iter()
                     .filter(|t| {
-                        t.effect == "PreferNoSchedule"
-                            && !taints::tolerated(&prefer_tolerations, t)
+                        t.effect == "PreferNoSchedule" && !taints::tolerated(&prefer_tolerations, t)
                     })
                     .count() as i64,
             }
@@ -66,9 +65,8 @@ pub fn best(pod: &PodInfo, nodes: &[NodeInfo], candidates: &[usize]) -> Option<u
     let mut best: Option<(i64, usize)> = None;
     for r in &raw {
         let score = total(r);
-        let better = best.is_none_or(|(s, i)| {
-            score > s || (score == s && nodes[r.idx].name < nodes[i].name)
-        });
+        let better = best
+            .is_none_or(|(s, i)| score > s || (score == s && nodes[r.idx].name < nodes[i].name));
         if better {
             best = Some((score, r.idx));
         }
@@ -131,7 +129,10 @@ mod tests {
     fn siblings_spread_even_against_free_resources() {
         let owned = json!({"metadata": {"ownerReferences": [{"uid": "rs-1", "controller": true}]}});
         let mut nodes = vec![
-            node("a", json!({"status": {"allocatable": {"cpu": "64", "memory": "64Gi"}}})),
+            node(
+                "a",
+                json!({"status": {"allocatable": {"cpu": "64", "memory": "64Gi"}}}),
+            ),
             node("b", json!({})),
         ];
         let p = pod(owned);
@@ -142,16 +143,22 @@ mod tests {
     #[test]
     fn preferred_affinity_and_soft_taints() {
         let nodes = vec![
-            node("a", json!({"spec": {"taints": [{"key": "old", "effect": "PreferNoSchedule"}]}})),
+            node(
+                "a",
+                json!({"spec": {"taints": [{"key": "old", "effect": "PreferNoSchedule"}]}}),
+            ),
             node("b", json!({"metadata": {"labels": {"disk": "hdd"}}})),
             node("c", json!({"metadata": {"labels": {"disk": "ssd"}}})),
         ];
-        let prefers = pod(json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}}));
+        let prefers = pod(
+            json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}}),
+        );
         assert_eq!(best(&prefers, &nodes, &[0, 1, 2]), Some(2));
         let plain = pod(json!({}));
         assert_eq!(best(&plain, &nodes, &[0, 1]), Some(1));
-        let tolerant = pod(json!({"spec": {"tolerations": [{"key": "old", "operator": "Exists"}]}}));
+        let tolerant =
+            pod(json!({"spec": {"tolerations": [{"key": "old", "operator": "Exists"}]}}));
         assert_eq!(best(&tolerant, &nodes, &[0, 1]), Some(0));
     }
 }

@@ -132,7 +132,10 @@ mod tests {
             taint("soft", "", "PreferNoSchedule"),
             taint("gpu", "no", "NoSchedule"),
         ];
-        assert_eq!(untolerated(&taints, &tol).map(|t| t.key.as_str()), Some("gpu"));
+        assert_eq!(
+            untolerated(&taints, &tol).map(|t| t.key.as_str()),
+            Some("gpu")
+        );
         assert_eq!(untolerated(&taints[..1], &[]), None);
     }
 }
