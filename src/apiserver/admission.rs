@@ -198,6 +198,7 @@ pub fn admit_update(
     }
     if resource.kind == "Pod" && !status {
         pod_update_rules(old, &object, &mut errs);
+        default_toleration_seconds(&mut object);
     }
     if resource.kind == "PersistentVolumeClaim" && !status {
         claim_update_rules(old, &object, &mut errs);
@@ -686,6 +687,7 @@ fn prepare_for_create(resource: &Resource, obj: &mut Value) {
                 })
                 .unwrap_or_else(|_| "BestEffort".to_string());
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+            default_toleration_seconds(obj);
         }
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
         // Status is the controllers' and the nodes' to write; a create starts it empty.
@@ -694,6 +696,35 @@ fn prepare_for_create(resource: &Resource, obj: &mut Value) {
             if let Some(o) = obj.as_object_mut() {
                 o.remove("status");
             }
+        }
+    }
+}
+
+/// kube-apiserver's DefaultTolerationSeconds plugin: a pod that does not tolerate the
+/// not-ready and unreachable NoExecute taints tolerates them for 300 s, so a node going away
+/// evicts its pods after five minutes rather than at once.
+fn default_toleration_seconds(pod: &mut Value) {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let list = &mut pod["spec"]["tolerations"];
+        let covered = list.as_array().into_iter().flatten().any(|t| {
+            let k = t["key"].as_str().unwrap_or_default();
+            let e = t["effect"].as_str().unwrap_or_default();
+            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+        });
+        if covered {
+            continue;
+        }
+        if !list.is_array() {
+            *list = json!([]);
+        }
+        if let Some(l) = list.as_array_mut() {
+            l.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                          "tolerationSeconds": 300}),
+            );
         }
     }
 }
@@ -779,6 +810,37 @@ mod tests {
         assert_eq!(a.object["status"]["qosClass"], "BestEffort");
         assert_eq!(a.object["spec"]["restartPolicy"], "Always");
         assert_eq!(a.object["metadata"]["generation"], 1);
+    }
+
+    #[test]
+    fn pods_tolerate_not_ready_and_unreachable_for_five_minutes_unless_they_say_otherwise() {
+        let a = admit_create(pods(), &pod(json!({})), FieldValidation::Strict).unwrap();
+        let keys: Vec<(&str, i64)> = a.object["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap(),
+                    t["tolerationSeconds"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("node.kubernetes.io/not-ready", 300),
+                ("node.kubernetes.io/unreachable", 300)
+            ]
+        );
+        let mut own = pod(json!({}));
+        own["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable",
+            "operator": "Exists", "effect": "NoExecute"}]);
+        let a = admit_create(pods(), &own, FieldValidation::Strict).unwrap();
+        let t = a.object["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t[0].get("tolerationSeconds").is_none());
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         watchers: usize,
     },
+    /// Scheduler throughput: simulated nodes and pending pods in a temporary store.
+    Scheduler {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10000)]
+        pods: usize,
+    },
     /// Pod and container start latency, with runc and crun as peers.
     PodStart {
         /// An OCI archive of a busybox image (tests/fixtures/build-busybox-image.sh makes one).
@@ -62,6 +69,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Api { pods, watchers } => super::bench_api::run(pods, watchers),
+        BenchCommand::Scheduler { nodes, pods } => super::bench_scheduler::run(nodes, pods),
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
         BenchCommand::Probes {

@@ -1,241 +1,283 @@
-//! A minimal binder until the scheduler lands: every pod without `spec.nodeName` goes to a Ready,
-//! schedulable node whose labels match its `nodeSelector`, the one with the fewest pods.
+//! The fleet scheduler: binds every pod without `spec.nodeName` to a node, once, the way
+//! kube-scheduler's default profile does. Filters (see [`filter`]) rule nodes out, scores (see
+//! [`score`]) rank the rest, and a pod that fits nowhere gets PodScheduled=False with
+//! Kubernetes' "0/N nodes are available: …" message (see [`message`]) and is tried again when
+//! nodes or pods change.
 //!
-//! Owns: choosing a node and writing the binding (nodeName and the PodScheduled condition), or
-//! PodScheduled=False with Kubernetes' "0/N nodes are available" message. Must not touch: running
-//! pods or node objects.
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! A pass reads nodes and pods once, keeps per-node accounting in memory as it places pods, and
+//! writes the bindings in a few large transactions ([`bind`]). Between passes the store's change
+//! log tells whether anything new needs one, so a busy hub is not re-listed per write.
+//!
+//! Owns: choosing a node and writing the binding (nodeName, the PodScheduled condition, the
+//! Scheduled and FailedScheduling Events). Must not touch: bound pods (a pod is never moved) or
+//! Node objects.
+pub mod affinity;
+mod bind;
+pub mod filter;
+mod message;
+pub mod node_info;
+pub mod resources;
+mod score;
+pub mod taints;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::conditions::set_pod_condition;
-use crate::store::{Store, StoreError};
+use crate::controllers::pod_control::{finished, meta};
+use crate::store::{ChangeType, Store, StoreError};
+pub use bind::{COMPONENT, Decision};
+use node_info::{NodeInfo, PodInfo};
 
-/// How often every unbound pod is reconsidered, whatever changed (a node may have become
-/// Ready); between these, only pods and nodes that changed are looked at.
-const FULL_PASS_EVERY: Duration = Duration::from_secs(5);
+/// How often pods found unschedulable are tried again whatever changed (a toleration added to
+/// the pod, a write by another process sharing the store).
+const RETRY_EVERY: Duration = Duration::from_secs(5);
 
-pub async fn run(store: Arc<Store>) {
-    let mut committed = store.subscribe();
-    let mut last = 0u64;
-    let mut next_full = tokio::time::Instant::now();
-    loop {
-        let now = tokio::time::Instant::now();
-        // Read before the pass: a write landing during the pass is looked at again next time
-        // rather than skipped.
-        let seen_up_to = store.current_resource_version().unwrap_or(last);
-        let full = now >= next_full || nodes_changed(&store, last);
-        let result = if full {
-            next_full = now + FULL_PASS_EVERY;
-            pass(&store)
-        } else {
-            incremental(&store, last)
-        };
-        match result {
-            Ok(()) => {}
-            Err(e) => tracing::warn!("binder: {e}"),
-        }
-        last = seen_up_to;
-        tokio::select! {
-            r = committed.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep_until(next_full) => {}
-        }
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub bound: usize,
+    pub unschedulable: usize,
+}
+
+/// The state kept between passes.
+#[derive(Default)]
+pub struct Scheduler {
+    /// Where the next pod's search for feasible nodes starts, so pods spread their search.
+    next_start: usize,
+    /// Each node's scheduling-relevant fields at the last look, to tell a heartbeat (ignored)
+    /// from a change that may make a waiting pod fit.
+    fingerprints: HashMap<String, String>,
+    /// Pods left unschedulable by the last pass.
+    waiting: usize,
+}
+
+impl Scheduler {
+    pub fn new() -> Scheduler {
+        Scheduler::default()
     }
-}
 
-fn nodes_changed(store: &Store, after: u64) -> bool {
-    store
-        .changes_since("Node", None, after, 1)
-        .map(|c| !c.is_empty())
-        .unwrap_or(true)
-}
-
-/// Binds only the unbound pods written since `after`: on a busy hub a full pass per write
-/// would read every pod each time.
-fn incremental(store: &Store, after: u64) -> Result<(), StoreError> {
-    let changes = match store.changes_since("Pod", None, after, 10_000) {
-        Ok(c) => c,
-        Err(StoreError::Expired { .. }) => return pass(store),
-        Err(e) => return Err(e),
-    };
-    let mut latest: BTreeMap<(String, String), Value> = BTreeMap::new();
-    for c in changes {
-        let key = (
-            c.namespace.clone(),
-            c.object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+    /// Places every pending pod (unbound, not being deleted, for the default scheduler).
+    pub fn pass(&mut self, store: &Store) -> Result<Stats, StoreError> {
+        let t0 = std::time::Instant::now();
+        let raw_nodes = store.list("Node", None, None)?;
+        let pods = store.list("Pod", None, None)?;
+        let mut nodes: Vec<NodeInfo> = raw_nodes.iter().map(NodeInfo::of).collect();
+        self.fingerprints = nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.fingerprint()))
+            .collect();
+        let index: HashMap<String, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        let mut pending: Vec<&Value> = Vec::new();
+        for pod in &pods {
+            match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(node) if !node.is_empty() => {
+                    if let Some(&i) = index.get(node)
+                        && !finished(pod)
+                    {
+                        nodes[i].add_bound(pod);
+                    }
+                }
+                _ => {
+                    if schedulable(pod) {
+                        pending.push(pod);
+                    }
+                }
+            }
+        }
+        // kube-scheduler's queue order: higher priority first, then older first.
+        pending.sort_by_cached_key(|p| {
+            (
+                -p.pointer("/spec/priority")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                meta(p, "creationTimestamp").to_string(),
+            )
+        });
+        let mut decisions = Vec::with_capacity(pending.len());
+        let mut stats = Stats::default();
+        for pod in pending {
+            let info = PodInfo::of(pod);
+            let decision = self.decide(&info, &mut nodes);
+            match &decision {
+                Decision::Bind(_) => stats.bound += 1,
+                Decision::Unschedulable(_) => stats.unschedulable += 1,
+            }
+            decisions.push((pod, decision));
+        }
+        self.waiting = stats.unschedulable;
+        let t1 = std::time::Instant::now();
+        bind::write(store, &decisions)?;
+        tracing::debug!(
+            bound = stats.bound,
+            unschedulable = stats.unschedulable,
+            "scheduler pass: {:?} reading and deciding, {:?} writing",
+            t1 - t0,
+            t1.elapsed()
         );
-        if c.change == crate::store::ChangeType::Deleted {
-            latest.remove(&key);
-        } else {
-            latest.insert(key, c.object);
+        Ok(stats)
+    }
+
+    /// Chooses a node for `pod` and counts it there.
+    fn decide(&mut self, pod: &PodInfo, nodes: &mut [NodeInfo]) -> Decision {
+        let candidates = self.feasible(pod, nodes);
+        match score::best(pod, nodes, &candidates) {
+            Some(i) => {
+                nodes[i].add_pending(pod);
+                Decision::Bind(nodes[i].name.clone())
+            }
+            None => Decision::Unschedulable(message::unschedulable(pod, nodes)),
         }
     }
-    let pending: Vec<Value> = latest.into_values().filter(unbound).collect();
-    if pending.is_empty() {
-        return Ok(());
+
+    /// Nodes passing every filter, searched from a rotating start and cut short once enough are
+    /// found, as kube-scheduler's `percentageOfNodesToScore` does on large clusters.
+    fn feasible(&mut self, pod: &PodInfo, nodes: &[NodeInfo]) -> Vec<usize> {
+        let n = nodes.len();
+        let want = feasible_to_find(n);
+        let mut found = Vec::new();
+        let mut processed = 0;
+        for k in 0..n {
+            let i = (self.next_start + k) % n;
+            processed += 1;
+            if filter::check(pod, &nodes[i]).is_ok() {
+                found.push(i);
+                if found.len() >= want {
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            self.next_start = (self.next_start + processed) % n;
+        }
+        found
     }
-    // Per-node load only matters when some node can take a pod.
-    let any_ready = store.list("Node", None, None)?.iter().any(ready);
-    let pods = if any_ready {
-        store.list("Pod", None, None)?
-    } else {
-        Vec::new()
-    };
-    bind_all(store, &pending, &pods)
+
+    /// Whether the writes after resourceVersion `after` call for a pass: a new pending pod, or,
+    /// when pods are waiting, a node change that matters or a pod going away.
+    pub fn needs_pass(&mut self, store: &Store, after: u64) -> Result<bool, StoreError> {
+        let (pods, nodes) = match (
+            store.changes_since("Pod", None, after, usize::MAX >> 1),
+            store.changes_since("Node", None, after, usize::MAX >> 1),
+        ) {
+            (Ok(p), Ok(n)) => (p, n),
+            (Err(StoreError::Expired { .. }), _) | (_, Err(StoreError::Expired { .. })) => {
+                return Ok(true);
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let mut nodes_changed = false;
+        for c in &nodes {
+            let name = meta(&c.object, "name").to_string();
+            if c.change == ChangeType::Deleted {
+                nodes_changed |= self.fingerprints.remove(&name).is_some();
+                continue;
+            }
+            let print = NodeInfo::of(&c.object).fingerprint();
+            if self.fingerprints.get(&name) != Some(&print) {
+                self.fingerprints.insert(name, print);
+                nodes_changed = true;
+            }
+        }
+        let mut freed = false;
+        for c in &pods {
+            let p = &c.object;
+            let unbound = p
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty);
+            if c.change == ChangeType::Deleted || finished(p) {
+                freed |= !unbound;
+            } else if unbound && schedulable(p) && !marked_unschedulable(p) {
+                return Ok(true);
+            }
+        }
+        Ok(self.waiting > 0 && (nodes_changed || freed))
+    }
 }
 
-fn unbound(p: &Value) -> bool {
-    p.pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-        && p.pointer("/metadata/deletionTimestamp").is_none()
-        && !p
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|c| c.iter().any(|c| c["reason"] == "Unschedulable"))
+/// kube-scheduler's `numFeasibleNodesToFind`: every node in clusters under 100, else an
+/// adaptive share (50% less 1% per 125 nodes, at least 5%) but no fewer than 100.
+fn feasible_to_find(n: usize) -> usize {
+    if n < 100 {
+        return n;
+    }
+    let percent = 50usize.saturating_sub(n / 125).max(5);
+    (n * percent / 100).max(100)
 }
 
-fn ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
+/// Unbound, not being deleted, and for this scheduler.
+fn schedulable(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_none()
+        && pod
+            .pointer("/spec/schedulerName")
+            .and_then(Value::as_str)
+            .is_none_or(|s| s.is_empty() || s == COMPONENT)
+        && !finished(pod)
+}
+
+fn marked_unschedulable(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|c| {
             c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
         })
-        && node.pointer("/spec/unschedulable") != Some(&Value::Bool(true))
 }
 
-fn labels(obj: &Value, pointer: &str) -> BTreeMap<String, String> {
-    obj.pointer(pointer)
-        .and_then(|l| serde_json::from_value(l.clone()).ok())
-        .unwrap_or_default()
-}
-
-/// Every unbound pod, including those already found unschedulable.
-pub fn pass(store: &Store) -> Result<(), StoreError> {
-    let pods = store.list("Pod", None, None)?;
-    let pending: Vec<Value> = pods
-        .iter()
-        .filter(|p| {
-            p.pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-                && p.pointer("/metadata/deletionTimestamp").is_none()
+/// Runs passes until the store's subscription closes: after writes that need one, and every
+/// few seconds while pods are waiting. Passes run on the blocking pool: one can take a while on
+/// a large fleet.
+pub async fn run(store: Arc<Store>) {
+    let sched = Arc::new(Mutex::new(Scheduler::new()));
+    let mut committed = store.subscribe();
+    let mut last: Option<u64> = None;
+    let mut next_retry = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        let retry = now >= next_retry;
+        if retry {
+            next_retry = now + RETRY_EVERY;
+        }
+        let (s, st) = (Arc::clone(&sched), Arc::clone(&store));
+        let result = tokio::task::spawn_blocking(move || {
+            let mut sched = s.lock().unwrap_or_else(PoisonError::into_inner);
+            // Read before looking: a write landing meanwhile is looked at next time.
+            let seen = st.current_resource_version()?;
+            let due = match last {
+                None => true,
+                Some(after) => (retry && sched.waiting > 0) | sched.needs_pass(&st, after)?,
+            };
+            if due {
+                sched.pass(&st)?;
+            }
+            Ok::<_, StoreError>(seen)
         })
-        .cloned()
-        .collect();
-    if pending.is_empty() {
-        return Ok(());
-    }
-    bind_all(store, &pending, &pods)
-}
-
-fn bind_all(store: &Store, pending: &[Value], pods: &[Value]) -> Result<(), StoreError> {
-    let nodes = store.list("Node", None, None)?;
-    let mut load: BTreeMap<String, usize> = BTreeMap::new();
-    for p in pods {
-        if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
-            *load.entry(n.to_string()).or_default() += 1;
-        }
-    }
-    for pod in pending {
-        let ns = pod["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = pod["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let selector = labels(pod, "/spec/nodeSelector");
-        let mut not_ready = 0;
-        let mut mismatch = 0;
-        let mut best: Option<&str> = None;
-        for node in &nodes {
-            let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
-            if !ready(node) {
-                not_ready += 1;
-                continue;
-            }
-            let node_labels = labels(node, "/metadata/labels");
-            if !selector.iter().all(|(k, v)| node_labels.get(k) == Some(v)) {
-                mismatch += 1;
-                continue;
-            }
-            let better = best.is_none_or(|b| {
-                load.get(node_name).copied().unwrap_or(0) < load.get(b).copied().unwrap_or(0)
-            });
-            if better {
-                best = Some(node_name);
-            }
-        }
-        let result = store.update_with("Pod", &ns, &name, |p| {
-            if p.pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty())
-            {
-                return Ok(());
-            }
-            match best {
-                Some(node) => {
-                    p["spec"]["nodeName"] = Value::String(node.to_string());
-                    set_pod_condition(p, "PodScheduled", "True", None, None);
-                }
-                None => {
-                    let mut reasons = Vec::new();
-                    if mismatch > 0 {
-                        reasons.push(format!(
-                            "{mismatch} node(s) didn't match Pod's node affinity/selector"
-                        ));
-                    }
-                    if not_ready > 0 {
-                        reasons.push(format!("{not_ready} node(s) were not ready"));
-                    }
-                    let message = format!(
-                        "0/{} nodes are available: {}.",
-                        nodes.len(),
-                        if reasons.is_empty() {
-                            "no nodes registered".to_string()
-                        } else {
-                            reasons.join(", ")
-                        }
-                    );
-                    let same = p
-                        .pointer("/status/conditions")
-                        .and_then(Value::as_array)
-                        .is_some_and(|c| {
-                            c.iter().any(|c| {
-                                c["type"] == "PodScheduled" && c["message"] == message.as_str()
-                            })
-                        });
-                    if !same {
-                        set_pod_condition(
-                            p,
-                            "PodScheduled",
-                            "False",
-                            Some("Unschedulable"),
-                            Some(&message),
-                        );
-                    }
-                }
-            }
-            Ok::<_, StoreError>(())
-        });
+        .await;
         match result {
-            Ok(_) => {
-                if let Some(node) = best {
-                    *load.entry(node.to_string()).or_default() += 1;
-                    tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "bound");
-                }
-            }
-            Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+            Ok(Ok(seen)) => last = Some(seen),
+            Ok(Err(e)) => tracing::warn!("scheduler: {e}"),
+            Err(e) => tracing::warn!("scheduler: {e}"),
         }
+        tokio::select! {
+            r = committed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(next_retry) => {}
+        }
+        // Let a burst of creations land so one pass takes them all.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
 }
+
+/// One pass with fresh state: for tests and tools.
+pub fn pass(store: &Store) -> Result<Stats, StoreError> {
+    Scheduler::new().pass(store)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
