@@ -184,13 +184,13 @@ fn the_store_keeps_at_most_max_events_in_all() {
             Ok::<_, StoreError>(())
         })
         .unwrap();
-    assert_eq!(store.list("Event", None, None).unwrap().len(), MAX_EVENTS);
-    let dropped = objects * per_object - MAX_EVENTS;
-    assert!(store.events_for("Pod", "default", "p0").unwrap().is_empty());
-    assert_eq!(
-        store.events_for("Pod", "default", "p1").unwrap().len(),
-        2 * per_object - dropped
+    // Never more than MAX_EVENTS; eviction trims to an eighth below, oldest first.
+    let kept = store.list("Event", None, None).unwrap().len();
+    assert!(
+        kept <= MAX_EVENTS && kept >= MAX_EVENTS - MAX_EVENTS / 8,
+        "{kept} events kept"
     );
+    assert!(store.events_for("Pod", "default", "p0").unwrap().is_empty());
     assert_eq!(
         store
             .events_for("Pod", "default", &format!("p{}", objects - 1))
