@@ -187,7 +187,7 @@ fn the_store_keeps_at_most_max_events_in_all() {
     // Never more than MAX_EVENTS; eviction trims to an eighth below, oldest first.
     let kept = store.list("Event", None, None).unwrap().len();
     assert!(
-        kept <= MAX_EVENTS && kept >= MAX_EVENTS - MAX_EVENTS / 8,
+        (MAX_EVENTS - MAX_EVENTS / 8..=MAX_EVENTS).contains(&kept),
         "{kept} events kept"
     );
     assert!(store.events_for("Pod", "default", "p0").unwrap().is_empty());
