@@ -101,6 +101,8 @@ pub struct Context {
     /// How long a node may go without a heartbeat before it is Ready=Unknown
     /// (kube-controller-manager's `--node-monitor-grace-period`).
     pub node_grace: Duration,
+    /// Pods' usage for the HorizontalPodAutoscaler; `None`: HPAs report no metrics.
+    pub metrics: Option<Arc<dyn horizontal::MetricsSource>>,
 }
 
 impl Context {
@@ -109,6 +111,7 @@ impl Context {
             store,
             clock: Arc::new(SystemClock),
             node_grace: node_lifecycle::GRACE,
+            metrics: None,
         }
     }
 }
@@ -146,7 +149,7 @@ pub fn spawn_all(ctx: Context) {
     ));
     // The workload controllers: each one's period bounds how late a time-driven step (a
     // back-off, a deadline, a schedule, minReadySeconds) can be noticed.
-    let workloads: [(&'static str, Pass); 9] = [
+    let workloads: [(&'static str, Pass); 8] = [
         ("replicaset", replicaset::pass),
         ("deployment", deployment::pass),
         ("daemonset", daemonset::pass),
@@ -155,11 +158,22 @@ pub fn spawn_all(ctx: Context) {
         ("cronjob", cronjob::pass),
         ("garbage collector", garbage_collector::pass),
         ("taint eviction", taint_eviction::pass),
-        ("horizontal pod autoscaler", horizontal::pass),
     ];
     for (name, pass) in workloads {
         tokio::spawn(run_loop(name, ctx.clone(), Duration::from_secs(1), pass));
     }
+    // The autoscaler keeps its recommendation history between passes and reads usage.
+    let source = ctx
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Arc::new(horizontal::NoMetrics));
+    let mut autoscaler = horizontal::Autoscaler::new(source);
+    tokio::spawn(run_loop(
+        "horizontal pod autoscaler",
+        ctx.clone(),
+        Duration::from_secs(1),
+        move |s, now| autoscaler.pass(s, now),
+    ));
     let grace = ctx.node_grace;
     tokio::spawn(run_loop(
         "node lifecycle",

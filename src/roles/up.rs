@@ -27,7 +27,7 @@ pub fn run(
     agent::install_stop_signals().map_err(|e| HubError::Setup(e.to_string()))?;
     let hub = Hub::open(hub_cfg)?;
     let agent_store = Arc::new(Store::open_in(&agent_cfg.data_dir).map_err(Box::new)?);
-    let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store));
+    let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store), Arc::clone(&hub.metrics));
     let node_name = agent_cfg.node_name.clone();
     let runtime = crate::runtime::Runtime::new(&agent_cfg.data_dir, agent_cfg.log_rotation)
         .map_err(|e| HubError::Setup(e.to_string()))?;
