@@ -8,7 +8,7 @@ use clap::Args;
 use crate::agent::{self, AgentConfig, BackoffPolicy};
 use crate::runtime::logs::Rotation;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
     /// Directory of static Pod manifests (YAML or JSON) this node runs.
     #[arg(long, default_value = "/etc/edgepod/manifests")]

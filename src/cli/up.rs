@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::agent::{AgentArgs, config};
 use crate::roles::hub::{Hub, HubConfig};
+use crate::roles::up::LocalAgent;
 
 #[derive(Args, Debug)]
 pub struct HubArgs {
@@ -32,6 +33,12 @@ pub struct UpArgs {
     pub hub: HubArgs,
     #[command(flatten)]
     pub agent: AgentArgs,
+    /// Also run an agent for node NAME in this process, with its own data dir
+    /// (DATA_DIR/nodes/NAME) and optional labels (`pi-2:gpu=true,disk=sd`): a multi-node
+    /// cluster on one machine, as kind and k3d make, to try scheduling and controllers
+    /// (repeatable).
+    #[arg(long = "extra-node", value_name = "NAME[:LABELS]")]
+    pub extra_node: Vec<String>,
 }
 
 fn hub_config(data_dir: &Path, args: HubArgs) -> HubConfig {
@@ -58,7 +65,35 @@ pub fn run_hub(data_dir: &Path, args: HubArgs) -> anyhow::Result<()> {
 pub fn run_up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let labels =
         crate::agent::node::parse_labels(&args.agent.node_labels).map_err(anyhow::Error::msg)?;
-    let agent_cfg = config(data_dir, args.agent)?;
-    crate::roles::up::run(hub_config(data_dir, args.hub), agent_cfg, labels)?;
+    let mut extra = Vec::new();
+    for spec in &args.extra_node {
+        let (name, labels) = spec.split_once(':').unwrap_or((spec, ""));
+        let labels = crate::agent::node::parse_labels(labels)
+            .map_err(|e| anyhow::anyhow!("--extra-node {spec}: {e}"))?;
+        let invalid = crate::api::validate::names::dns1123_subdomain(name);
+        if !invalid.is_empty() {
+            anyhow::bail!(
+                "--extra-node {spec}: node name {name:?}: {}",
+                invalid.join(", ")
+            );
+        }
+        let dir = data_dir.join("nodes").join(name);
+        let mut cfg = config(&dir, args.agent.clone())?;
+        cfg.node_name = name.to_string();
+        cfg.manifests_dir = dir.join("manifests");
+        extra.push(LocalAgent { cfg, labels });
+    }
+    let own = LocalAgent {
+        cfg: config(data_dir, args.agent)?,
+        labels,
+    };
+    if extra.iter().any(|a| a.cfg.node_name == own.cfg.node_name) {
+        anyhow::bail!(
+            "--extra-node {}: that is this machine's own node name",
+            own.cfg.node_name
+        );
+    }
+    let agents = std::iter::once(own).chain(extra).collect();
+    crate::roles::up::run(hub_config(data_dir, args.hub), agents)?;
     Ok(())
 }

@@ -19,54 +19,69 @@ pub async fn stop_signal() {
     }
 }
 
-pub fn run(
-    hub_cfg: HubConfig,
-    agent_cfg: AgentConfig,
-    node_labels: BTreeMap<String, String>,
-) -> Result<(), HubError> {
+/// One agent hosted in this process: its configuration and the labels its Node gets.
+pub struct LocalAgent {
+    pub cfg: AgentConfig,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Runs the hub and `agents` (the first is the machine's own node; more make a multi-node
+/// cluster on one machine, each with its own data dir) until SIGTERM or SIGINT.
+pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> {
     agent::install_stop_signals().map_err(|e| HubError::Setup(e.to_string()))?;
     let hub = Hub::open(hub_cfg)?;
-    let agent_store = Arc::new(Store::open_in(&agent_cfg.data_dir).map_err(Box::new)?);
     let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store), Arc::clone(&hub.metrics));
-    let node_name = agent_cfg.node_name.clone();
-    let runtime = crate::runtime::Runtime::new(&agent_cfg.data_dir, agent_cfg.log_rotation)
-        .map_err(|e| HubError::Setup(e.to_string()))?;
-    let streams = NodeStreams::new(runtime, Arc::clone(&agent_store), &node_name);
-    let data_dir = agent_cfg.data_dir.clone();
-    let agent_thread = std::thread::Builder::new()
-        .name("agent".into())
-        .spawn(move || agent::run(agent_cfg))
-        .map_err(|e| HubError::Setup(format!("starting the agent: {e}")))?;
+    let mut started = Vec::new();
+    for a in agents {
+        let agent_store = Arc::new(Store::open_in(&a.cfg.data_dir).map_err(Box::new)?);
+        let runtime = crate::runtime::Runtime::new(&a.cfg.data_dir, a.cfg.log_rotation)
+            .map_err(|e| HubError::Setup(e.to_string()))?;
+        let node_name = a.cfg.node_name.clone();
+        let streams = NodeStreams::new(runtime, Arc::clone(&agent_store), &node_name);
+        let report = agent::report::ReportConfig {
+            node_name: node_name.clone(),
+            node_labels: a.labels,
+            data_dir: a.cfg.data_dir.clone(),
+        };
+        let cfg = a.cfg;
+        let thread = std::thread::Builder::new()
+            .name(format!("agent {node_name}"))
+            .spawn(move || agent::run(cfg))
+            .map_err(|e| HubError::Setup(format!("starting the agent: {e}")))?;
+        started.push((thread, agent_store, streams, report));
+    }
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| HubError::Setup(format!("tokio: {e}")))?;
+    let mut threads = Vec::new();
     let result = tokio_rt.block_on(async {
-        hub.registry.connect(
-            &node_name,
-            Arc::new(LocalNode {
-                agent_store: Arc::clone(&agent_store),
-                hub: Arc::clone(&hub_side),
-                streams,
-            }),
-        );
-        tokio::spawn(agent::report::run(
-            Arc::clone(&agent_store),
-            Arc::clone(&hub_side),
-            agent::report::ReportConfig {
-                node_name: node_name.clone(),
-                node_labels,
-                data_dir,
-            },
-        ));
+        for (thread, agent_store, streams, report) in started {
+            hub.registry.connect(
+                &report.node_name,
+                Arc::new(LocalNode {
+                    agent_store: Arc::clone(&agent_store),
+                    hub: Arc::clone(&hub_side),
+                    streams,
+                }),
+            );
+            tokio::spawn(agent::report::run(
+                agent_store,
+                Arc::clone(&hub_side),
+                report,
+            ));
+            threads.push(thread);
+        }
         hub.run(stop_signal()).await
     });
     tokio_rt.shutdown_timeout(Duration::from_secs(2));
-    match agent_thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("agent: {e}"),
-        Err(_) => tracing::error!("agent thread panicked"),
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("agent: {e}"),
+            Err(_) => tracing::error!("agent thread panicked"),
+        }
     }
     result
 }

@@ -2,5 +2,6 @@
 //! part of it, so unused items are expected.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fixtures;
 pub mod node;
