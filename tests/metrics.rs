@@ -91,8 +91,8 @@ fn top_shows_a_busy_pods_cpu_and_the_node() {
     assert_eq!(cells.get(1).map(String::as_str), Some("spin"), "{out}");
     assert!(cells.get(3).is_some_and(|m| m.ends_with("Mi")), "{out}");
     let none = c.kubectl(&["top", "pods", "-l", "app=nothing"]);
-    let text = String::from_utf8_lossy(&none.stderr).to_string()
-        + &String::from_utf8_lossy(&none.stdout);
+    let text =
+        String::from_utf8_lossy(&none.stderr).to_string() + &String::from_utf8_lossy(&none.stdout);
     assert!(!text.contains("busy"), "{text}");
     let named = c.ok(&["top", "pod", "busy", "-n", "default"]);
     assert!(row(&named, "busy").is_some(), "{named}");
@@ -106,9 +106,19 @@ fn top_shows_a_busy_pods_cpu_and_the_node() {
     let cells = row(&nodes, OWN_NODE).unwrap_or_default();
     // NAME CPU(cores) CPU% MEMORY(bytes) MEMORY%
     assert!(millicores(&cells[1]) >= cpu / 2, "{nodes}");
-    assert!(cells[2].ends_with('%') && cells[3].ends_with("Mi"), "{nodes}");
-    let raw = c.ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy"]);
-    assert!(raw.contains("\"kind\":\"PodMetrics\"") && raw.contains("\"window\""), "{raw}");
+    assert!(
+        cells[2].ends_with('%') && cells[3].ends_with("Mi"),
+        "{nodes}"
+    );
+    let raw = c.ok(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy",
+    ]);
+    assert!(
+        raw.contains("\"kind\":\"PodMetrics\"") && raw.contains("\"window\""),
+        "{raw}"
+    );
 }
 
 #[test]
@@ -136,12 +146,22 @@ fn autoscale_scales_a_busy_deployment_up_to_max() {
     ]);
     // ~1000% of a 100m request against a 50% target: as many as allowed.
     c.wait_for("the HPA to scale the deployment to 3", 60, || {
-        let r = c.try_out(&["get", "deployment", "spin", "-o", "jsonpath={.spec.replicas}"]);
+        let r = c.try_out(&[
+            "get",
+            "deployment",
+            "spin",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]);
         (r == "3").then_some(())
     });
     let table = c.ok(&["get", "hpa", "spin"]);
     let cells = row(&table, "spin").unwrap_or_default();
-    assert_eq!(cells.get(1).map(String::as_str), Some("Deployment/spin"), "{table}");
+    assert_eq!(
+        cells.get(1).map(String::as_str),
+        Some("Deployment/spin"),
+        "{table}"
+    );
     let targets = format!("{} {}", cells[2], cells[3]);
     assert!(
         targets.starts_with("cpu: ") && targets.ends_with("%/50%") && !targets.contains("unknown"),
@@ -155,7 +175,12 @@ fn autoscale_scales_a_busy_deployment_up_to_max() {
         "jsonpath={.status.desiredReplicas} {.status.conditions[?(@.type==\"ScalingActive\")].reason} {.status.lastScaleTime}",
     ]);
     assert!(status.starts_with("3 ValidMetricFound 20"), "{status}");
-    let events = c.ok(&["get", "events", "--field-selector", "reason=SuccessfulRescale"]);
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=SuccessfulRescale",
+    ]);
     assert!(events.contains("New size: 3"), "{events}");
     // The Deployment's own controllers bring the pods to match.
     c.wait_for("3 spin pods", 60, || {

@@ -229,7 +229,139 @@ pub fn handle(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::fleet::PodRef;
+    use crate::fleet::metrics::{ContainerUsage, MetricsRegistry, NodeMetricsReport};
+
+    fn state() -> (tempfile::TempDir, ApiState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::Store::open(&dir.path().join("t.db")).unwrap());
+        for (name, app) in [("web-1", "web"), ("db-1", "db"), ("idle", "web")] {
+            store
+                .create(
+                    "Pod",
+                    &json!({"metadata": {"name": name, "namespace": "default",
+                                                    "labels": {"app": app}}, "spec": {}}),
+                )
+                .unwrap();
+        }
+        store
+            .create(
+                "Node",
+                &json!({"metadata": {"name": "pi-1", "labels": {"disk": "ssd"}}}),
+            )
+            .unwrap();
+        let metrics = MetricsRegistry::new();
+        let pod = |name: &str| PodUsage {
+            pod: PodRef {
+                namespace: "default".into(),
+                name: name.into(),
+                uid: String::new(),
+            },
+            containers: vec![ContainerUsage {
+                name: "c".into(),
+                cpu_nanocores: 250_000_000,
+                memory_bytes: 4 << 20,
+            }],
+        };
+        metrics.record(NodeMetricsReport {
+            node: "pi-1".into(),
+            timestamp: "2026-01-01T00:00:00Z".parse().unwrap(),
+            window: Duration::from_secs(10),
+            cpu_nanocores: 1_500_000_000,
+            memory_bytes: 1 << 30,
+            // A pod the store no longer has is not served.
+            pods: vec![pod("web-1"), pod("db-1"), pod("deleted")],
+        });
+        let nodes = crate::fleet::NodeRegistry::new();
+        (
+            dir,
+            ApiState {
+                store,
+                nodes,
+                metrics,
+            },
+        )
+    }
+
+    async fn get(state: &ApiState, path: &str, query: Option<&str>) -> (u16, Value) {
+        let r = handle(state, &Method::GET, path, query).expect("a metrics path");
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn pods_and_nodes_as_metrics_server_serves_them() {
+        let (_d, s) = state();
+        assert!(handle(&s, &Method::GET, "/apis/apps/v1/deployments", None).is_none());
+        let (code, list) = get(
+            &s,
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+            None,
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(list["kind"], "PodMetricsList");
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["db-1", "web-1"]);
+        let (_, web) = get(
+            &s,
+            "/apis/metrics.k8s.io/v1beta1/pods",
+            Some("labelSelector=app%3Dweb"),
+        )
+        .await;
+        assert_eq!(web["items"].as_array().unwrap().len(), 1);
+        let item = &web["items"][0];
+        assert_eq!(
+            item["containers"][0]["usage"],
+            json!({"cpu": "250000000n", "memory": "4Mi"})
+        );
+        assert_eq!(item["metadata"]["labels"]["app"], "web");
+        assert_eq!(
+            (item["window"].as_str(), item["timestamp"].as_str()),
+            (Some("10s"), Some("2026-01-01T00:00:00Z"))
+        );
+        let (code, err) = get(
+            &s,
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/idle",
+            None,
+        )
+        .await;
+        assert_eq!(code, 404);
+        assert_eq!(
+            err["message"],
+            "podmetrics.metrics.k8s.io \"default/idle\" not found"
+        );
+        let (_, node) = get(&s, "/apis/metrics.k8s.io/v1beta1/nodes/pi-1", None).await;
+        assert_eq!(node["kind"], "NodeMetrics");
+        assert_eq!(
+            node["usage"],
+            json!({"cpu": "1500000000n", "memory": "1Gi"})
+        );
+        let (_, none) = get(
+            &s,
+            "/apis/metrics.k8s.io/v1beta1/nodes",
+            Some("labelSelector=disk%3Dsd"),
+        )
+        .await;
+        assert_eq!(none["items"], json!([]));
+        let r = handle(
+            &s,
+            &Method::POST,
+            "/apis/metrics.k8s.io/v1beta1/nodes",
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 405);
+    }
 
     #[test]
     fn quantities_read_like_metrics_server() {
