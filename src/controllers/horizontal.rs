@@ -9,8 +9,8 @@
 //! them) or where usage comes from — that arrives through [`MetricsSource`], so controllers do
 //! not depend on the fleet.
 //!
-//! Supported metrics: `Resource` cpu with a `Utilization` target (the only kind
-//! `kubectl autoscale` makes). Other metric types get an empty status entry and count as
+//! Supported metrics: `Resource` cpu with a `Utilization` or `AverageValue` target (what
+//! `kubectl autoscale --cpu` makes). Other metric types get an empty status entry and count as
 //! invalid, as a metric Kubernetes cannot fetch does. The recommendation history and recent
 //! scale events live in memory, as in Kubernetes: a restarted hub starts a fresh
 //! stabilisation window.
@@ -435,16 +435,29 @@ fn pod_input(pod: &Value, sample: Option<&PodCpu>, now: Timestamp) -> PodInput {
     }
 }
 
-/// Utilisation (percent of requests) of `usage` (pod → millicores).
-fn utilization(usage: &[(i64, i64)]) -> Option<(i32, i64)> {
-    let (used, requested): (i64, i64) = usage
+/// What a CPU metric aims at: a percentage of the pods' requests, or an average per pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Utilization(i32),
+    AverageMillis(i64),
+}
+
+/// The ratio of `(usage, request)` pairs to the target, and the utilisation (percent of
+/// requests; 0 for an average-value target).
+fn ratio(target: Target, pairs: &[(i64, i64)]) -> Option<(f64, i32)> {
+    let (used, requested) = pairs
         .iter()
-        .fold((0, 0), |(u, r), (pu, pr)| (u + pu, r + pr));
-    if requested == 0 {
-        return None;
+        .fold((0i64, 0i64), |(u, r), (pu, pr)| (u + pu, r + pr));
+    match target {
+        Target::Utilization(t) => {
+            let util = i32::try_from(used * 100 / (requested > 0).then_some(requested)?).ok()?;
+            Some((f64::from(util) / f64::from(t.max(1)), util))
+        }
+        Target::AverageMillis(v) => {
+            let avg = used / i64::try_from(pairs.len()).ok().filter(|n| *n > 0)?;
+            Some((avg as f64 / v.max(1) as f64, 0))
+        }
     }
-    let avg = used / usage.len() as i64;
-    Some(((used * 100 / requested) as i32, avg))
 }
 
 /// The CPU result: replicas wanted, current utilisation and average millicores.
@@ -455,11 +468,12 @@ struct CpuResult {
     average_millis: i64,
 }
 
-/// Kubernetes' `GetResourceReplicas` for CPU Utilization: the ready pods' usage against the
-/// target, then, if some pods are unready or unmeasured, a second, more conservative estimate
-/// that assumes they use nothing (when scaling up) or their full request (when scaling down),
-/// which must agree in direction with the first.
-fn cpu_replicas(current: i32, target: i32, pods: &[PodInput]) -> Result<CpuResult, String> {
+/// Kubernetes' `GetResourceReplicas` (Utilization) and `GetRawResourceReplicas` (AverageValue)
+/// for CPU: the ready pods' usage against the target, then, if some pods are unready or
+/// unmeasured, a second, more conservative estimate that assumes they use nothing (when
+/// scaling up) or their full share (when scaling down), which must agree in direction with the
+/// first.
+fn cpu_replicas(current: i32, target: Target, pods: &[PodInput]) -> Result<CpuResult, String> {
     if pods.is_empty() {
         return Err("no pods returned by selector while calculating replica count".into());
     }
@@ -473,12 +487,13 @@ fn cpu_replicas(current: i32, target: i32, pods: &[PodInput]) -> Result<CpuResul
     for p in pods {
         match &p.request {
             Ok(r) => requests.insert(p.name.as_str(), *r),
-            Err(c) => {
+            Err(c) if matches!(target, Target::Utilization(_)) => {
                 return Err(format!(
                     "missing request for cpu in container {c} of Pod {}",
                     p.name
                 ));
             }
+            Err(_) => None,
         };
     }
     let req = |p: &PodInput| requests.get(p.name.as_str()).copied().unwrap_or(0);
@@ -490,9 +505,9 @@ fn cpu_replicas(current: i32, target: i32, pods: &[PodInput]) -> Result<CpuResul
     if ready.is_empty() {
         return Err("did not receive metrics for targeted pods (pods might be unready)".into());
     }
-    let (util, average_millis) =
-        utilization(&ready).ok_or("no metrics returned matched known pods")?;
-    let ratio = f64::from(util) / f64::from(target.max(1));
+    let unmatched = "no metrics returned matched known pods";
+    let (ratio0, util) = ratio(target, &ready).ok_or(unmatched)?;
+    let average_millis = ready.iter().map(|(u, _)| u).sum::<i64>() / ready.len() as i64;
     let result = |replicas| CpuResult {
         replicas,
         utilization: util,
@@ -500,31 +515,30 @@ fn cpu_replicas(current: i32, target: i32, pods: &[PodInput]) -> Result<CpuResul
     };
     let unready = pods.iter().filter(|p| p.state == PodState::Unready);
     let missing = pods.iter().filter(|p| p.state == PodState::Missing);
-    let scale_up_with_unready = unready.clone().next().is_some() && ratio > 1.0;
+    let scale_up_with_unready = unready.clone().next().is_some() && ratio0 > 1.0;
     if !scale_up_with_unready && missing.clone().next().is_none() {
-        if (1.0 - ratio).abs() <= TOLERANCE {
+        if (1.0 - ratio0).abs() <= TOLERANCE {
             return Ok(result(current));
         }
-        return Ok(result((ratio * ready.len() as f64).ceil() as i32));
+        return Ok(result((ratio0 * ready.len() as f64).ceil() as i32));
     }
     let mut all = ready.clone();
     for p in missing {
         // Scaling down: assume the unmeasured pods use at least their target share.
-        let assumed = if ratio < 1.0 {
-            req(p) * i64::from(target.max(100)) / 100
-        } else {
-            0
+        let assumed = match target {
+            _ if ratio0 >= 1.0 => 0,
+            Target::Utilization(t) => req(p) * i64::from(t.max(100)) / 100,
+            Target::AverageMillis(v) => v,
         };
         all.push((assumed, req(p)));
     }
     if scale_up_with_unready {
         all.extend(unready.map(|p| (0, req(p))));
     }
-    let (new_util, _) = utilization(&all).ok_or("no metrics returned matched known pods")?;
-    let new_ratio = f64::from(new_util) / f64::from(target.max(1));
+    let (new_ratio, _) = ratio(target, &all).ok_or(unmatched)?;
     if (1.0 - new_ratio).abs() <= TOLERANCE
-        || (ratio < 1.0 && new_ratio > 1.0)
-        || (ratio > 1.0 && new_ratio < 1.0)
+        || (ratio0 < 1.0 && new_ratio > 1.0)
+        || (ratio0 > 1.0 && new_ratio < 1.0)
     {
         return Ok(result(current));
     }
@@ -699,8 +713,10 @@ fn reconcile(
         reason = "Current number of replicas below Spec.MinReplicas".into();
     } else {
         let (result, statuses) = compute(store, hpa, &target, source, current, now)?;
+        let invalid = statuses.iter().filter(|s| s["type"] == "").count();
+        let total = statuses.len();
         metrics_status = json!(statuses);
-        let computed = match result {
+        let (computed, metric) = match result {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("the HPA was unable to compute the replica count: {e}");
@@ -725,7 +741,9 @@ fn reconcile(
                     hpa,
                     "Warning",
                     "FailedComputeMetricsReplicas",
-                    &format!("invalid metrics (1 invalid out of 1), first error is: {e}"),
+                    &format!(
+                        "invalid metrics ({invalid} invalid out of {total}), first error is: {e}"
+                    ),
                     COMPONENT,
                 );
                 status["currentReplicas"] = json!(current);
@@ -739,11 +757,11 @@ fn reconcile(
             "ScalingActive",
             true,
             "ValidMetricFound",
-            "the HPA was able to successfully calculate a replica count from cpu resource utilization (percentage of request)",
+            &format!("the HPA was able to successfully calculate a replica count from {metric}"),
             &stamp,
         );
         if computed > current {
-            reason = "cpu resource utilization (percentage of request) above target".into();
+            reason = format!("{metric} above target");
         } else if computed < current {
             reason = "All metrics below target".into();
         }
@@ -827,30 +845,38 @@ fn reconcile(
 fn compute(
     store: &Store,
     hpa: &Value,
-    target: &Value,
+    target_obj: &Value,
     source: &dyn MetricsSource,
     current: i32,
     now: Timestamp,
-) -> Result<(Result<i32, String>, Vec<Value>), StoreError> {
+) -> Result<(Result<(i32, &'static str), String>, Vec<Value>), StoreError> {
     let ns = meta(hpa, "namespace");
     let mut statuses = Vec::new();
-    let mut best: Option<i32> = None;
+    let mut best: Option<(i32, &'static str)> = None;
     let mut first_error = None;
     for spec in metric_specs(hpa) {
-        let target_util = spec
-            .pointer("/resource/target/averageUtilization")
-            .and_then(Value::as_i64);
-        let supported = spec["type"] == "Resource"
-            && spec.pointer("/resource/name") == Some(&json!("cpu"))
-            && spec.pointer("/resource/target/type") == Some(&json!("Utilization"));
-        let (true, Some(target_util)) = (supported, target_util) else {
+        let is_cpu =
+            spec["type"] == "Resource" && spec.pointer("/resource/name") == Some(&json!("cpu"));
+        let target = spec.pointer("/resource/target").filter(|_| is_cpu);
+        let target = match target.and_then(|t| t["type"].as_str()) {
+            Some("Utilization") => target
+                .and_then(|t| t["averageUtilization"].as_i64())
+                .map(|u| Target::Utilization(u as i32)),
+            Some("AverageValue") => target
+                .and_then(|t| t["averageValue"].as_str())
+                .and_then(|q| crate::api::quantity::cpu_millis(q).ok())
+                .map(Target::AverageMillis),
+            _ => None,
+        };
+        let Some(target) = target else {
             statuses.push(json!({"type": ""}));
             first_error.get_or_insert_with(|| {
-                "only Resource cpu metrics with a Utilization target are supported".to_string()
+                "only Resource cpu metrics with a Utilization or AverageValue target are supported"
+                    .to_string()
             });
             continue;
         };
-        let Some(selector) = selector_of(target) else {
+        let Some(selector) = selector_of(target_obj) else {
             statuses.push(json!({"type": ""}));
             first_error
                 .get_or_insert_with(|| "the target's selector is empty or invalid".to_string());
@@ -863,15 +889,19 @@ fn compute(
             .filter(|p| selector.matches(&labels(p)))
             .map(|p| pod_input(p, samples.get(meta(p, "name")), now))
             .collect();
-        match cpu_replicas(current, target_util as i32, &pods) {
+        match cpu_replicas(current, target, &pods) {
             Ok(r) => {
-                statuses.push(
-                    json!({"type": "Resource", "resource": {"name": "cpu", "current": {
-                        "averageUtilization": r.utilization,
-                        "averageValue": format!("{}m", r.average_millis),
-                    }}}),
-                );
-                best = Some(best.map_or(r.replicas, |b| b.max(r.replicas)));
+                let mut now = json!({"averageValue": format!("{}m", r.average_millis)});
+                let mut metric = "cpu resource";
+                if let Target::Utilization(_) = target {
+                    now["averageUtilization"] = json!(r.utilization);
+                    metric = "cpu resource utilization (percentage of request)";
+                }
+                statuses
+                    .push(json!({"type": "Resource", "resource": {"name": "cpu", "current": now}}));
+                if best.is_none_or(|(b, _)| r.replicas > b) {
+                    best = Some((r.replicas, metric));
+                }
             }
             Err(e) => {
                 statuses.push(json!({"type": ""}));

@@ -18,7 +18,9 @@ fn pod(name: &str, state: PodState, usage: i64) -> PodInput {
 }
 
 fn replicas(current: i32, target: i32, pods: &[PodInput]) -> i32 {
-    cpu_replicas(current, target, pods).unwrap().replicas
+    cpu_replicas(current, Target::Utilization(target), pods)
+        .unwrap()
+        .replicas
 }
 
 #[test]
@@ -30,7 +32,7 @@ fn usage_within_ten_percent_of_the_target_keeps_the_size() {
     // 60% of 50%: ratio 1.2, ceil(1.2 × 2) = 3.
     assert_eq!(replicas(2, 50, &at(60)), 3);
     // 200% of 50%: four times the pods.
-    let r = cpu_replicas(2, 50, &at(200)).unwrap();
+    let r = cpu_replicas(2, Target::Utilization(50), &at(200)).unwrap();
     assert_eq!((r.replicas, r.utilization, r.average_millis), (8, 200, 200));
     // 10% of 50%: ceil(0.2 × 2) = 1.
     assert_eq!(replicas(2, 50, &at(10)), 1);
@@ -71,13 +73,17 @@ fn unmeasured_and_unready_pods_make_the_estimate_conservative() {
 
 #[test]
 fn missing_metrics_and_requests_are_errors() {
-    assert!(cpu_replicas(1, 50, &[]).is_err());
-    let err = cpu_replicas(1, 50, &[pod("a", PodState::Missing, 0)]).unwrap_err();
+    let fifty = Target::Utilization(50);
+    assert!(cpu_replicas(1, fifty, &[]).is_err());
+    let err = cpu_replicas(1, fifty, &[pod("a", PodState::Missing, 0)]).unwrap_err();
     assert!(err.contains("no metrics returned"), "{err}");
     let mut p = pod("a", PodState::Ready, 10);
     p.request = Err("c".into());
-    let err = cpu_replicas(1, 50, &[p]).unwrap_err();
+    let err = cpu_replicas(1, fifty, &[p.clone()]).unwrap_err();
     assert_eq!(err, "missing request for cpu in container c of Pod a");
+    // An average-value target needs no requests: 10m against 20m per pod halves the pods.
+    let r = cpu_replicas(2, Target::AverageMillis(20), &[p.clone(), p]).unwrap();
+    assert_eq!((r.replicas, r.average_millis), (1, 10));
 }
 
 fn defaults() -> (Rules, Rules) {
