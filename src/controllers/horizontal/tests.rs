@@ -1,5 +1,6 @@
 use std::sync::Mutex;
 
+use super::calculate::*;
 use super::*;
 
 fn t(secs: i64) -> Timestamp {
