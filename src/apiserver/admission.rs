@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+mod jobs;
+
 use super::error::{ApiError, Cause};
 use crate::api::resources::Resource;
 use crate::api::validate::{self, Scope, names};
@@ -149,7 +151,11 @@ pub fn admit_create(
     let mut warnings = Vec::new();
     let name = name_of(doc);
     let mut errs = FieldErrors::default();
-    let mut object = typed_defaults(resource, doc, validation, &mut warnings, &mut errs)?;
+    let mut doc = std::borrow::Cow::Borrowed(doc);
+    if resource.kind == "Job" {
+        jobs::stamp_job_uid(doc.to_mut(), None);
+    }
+    let mut object = typed_defaults(resource, &doc, validation, &mut warnings, &mut errs)?;
     if let Some(meta) = object.get("metadata").cloned()
         && let Ok(meta) = serde_json::from_value::<crate::api::ObjectMeta>(meta)
         && let Err(e) = validate::object_meta(&meta, scope(resource), name_rule(resource))
@@ -178,7 +184,11 @@ pub fn admit_update(
     let mut warnings = Vec::new();
     let name = name_of(doc);
     let mut errs = FieldErrors::default();
-    let mut object = typed_defaults(resource, doc, validation, &mut warnings, &mut errs)?;
+    let mut doc = std::borrow::Cow::Borrowed(doc);
+    if resource.kind == "Job" {
+        jobs::stamp_job_uid(doc.to_mut(), Some(old));
+    }
+    let mut object = typed_defaults(resource, &doc, validation, &mut warnings, &mut errs)?;
     if let Some(meta) = object.get("metadata").cloned()
         && let Ok(meta) = serde_json::from_value::<crate::api::ObjectMeta>(meta)
         && let Err(e) = validate::object_meta(&meta, scope(resource), name_rule(resource))
@@ -265,8 +275,16 @@ fn typed_defaults(
         "Deployment" => workload!(apps::v1::Deployment, deployment_parts),
         "DaemonSet" => workload!(apps::v1::DaemonSet, daemon_set_parts),
         "StatefulSet" => workload!(apps::v1::StatefulSet, stateful_set_parts),
-        "Job" => workload!(batch::v1::Job, job_parts),
-        "CronJob" => workload!(batch::v1::CronJob, cron_job_parts),
+        "Job" => {
+            let mut job: batch::v1::Job = decode(resource, doc, validation, warnings)?;
+            jobs::job(&mut job, errs);
+            to_value(&job)
+        }
+        "CronJob" => {
+            let mut cj: batch::v1::CronJob = decode(resource, doc, validation, warnings)?;
+            jobs::cron_job(&mut cj, errs);
+            to_value(&cj)
+        }
         "HorizontalPodAutoscaler" => {
             let hpa: autoscaling::v2::HorizontalPodAutoscaler =
                 decode(resource, doc, validation, warnings)?;
@@ -372,33 +390,6 @@ fn stateful_set_parts(s: &mut apps::v1::StatefulSetSpec) -> Parts<'_> {
         s.template.spec.as_mut(),
         "spec.template.spec",
         Some((Some(selector), labels, "spec.template.metadata.labels")),
-    )
-}
-
-fn job_parts(s: &mut batch::v1::JobSpec) -> Parts<'_> {
-    s.backoff_limit.get_or_insert(6);
-    s.completions.get_or_insert(1);
-    s.parallelism.get_or_insert(1);
-    s.completion_mode
-        .get_or_insert_with(|| "NonIndexed".to_string());
-    if let Some(t) = s.template.spec.as_mut() {
-        // A Job's pods default to no restarts rather than Always, which Jobs forbid.
-        t.restart_policy.get_or_insert_with(|| "Never".to_string());
-    }
-    (s.template.spec.as_mut(), "spec.template.spec", None)
-}
-
-fn cron_job_parts(s: &mut batch::v1::CronJobSpec) -> Parts<'_> {
-    s.concurrency_policy
-        .get_or_insert_with(|| "Allow".to_string());
-    s.suspend.get_or_insert(false);
-    s.successful_jobs_history_limit.get_or_insert(3);
-    s.failed_jobs_history_limit.get_or_insert(1);
-    let job = s.job_template.spec.get_or_insert_with(Default::default);
-    (
-        job.template.spec.as_mut(),
-        "spec.jobTemplate.spec.template.spec",
-        None,
     )
 }
 

@@ -19,6 +19,7 @@ pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_control;
+pub mod pod_gc;
 pub mod replicaset;
 pub mod statefulset;
 pub mod taint_eviction;
@@ -149,7 +150,7 @@ pub fn spawn_all(ctx: Context) {
     ));
     // The workload controllers: each one's period bounds how late a time-driven step (a
     // back-off, a deadline, a schedule, minReadySeconds) can be noticed.
-    let workloads: [(&'static str, Pass); 8] = [
+    let workloads: [(&'static str, Pass); 9] = [
         ("replicaset", replicaset::pass),
         ("deployment", deployment::pass),
         ("daemonset", daemonset::pass),
@@ -158,6 +159,7 @@ pub fn spawn_all(ctx: Context) {
         ("cronjob", cronjob::pass),
         ("garbage collector", garbage_collector::pass),
         ("taint eviction", taint_eviction::pass),
+        ("pod garbage collector", pod_gc::pass),
     ];
     for (name, pass) in workloads {
         tokio::spawn(run_loop(name, ctx.clone(), Duration::from_secs(1), pass));

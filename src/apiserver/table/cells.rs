@@ -331,6 +331,9 @@ pub(super) fn job(v: &Value, now: Timestamp) -> Vec<Value> {
         "Suspended"
     } else if job_condition(v, "FailureTarget") {
         "FailureTarget"
+    } else if job_condition(v, "SuccessCriteriaMet") {
+        // Succeeded enough, some pods still terminating.
+        "SuccessCriteriaMet"
     } else {
         "Running"
     };
@@ -598,6 +601,9 @@ mod tests {
         assert_eq!(c[1], "Complete");
         assert_eq!(c[2], "3/3");
         assert_eq!(c[3], "3m20s");
+        let met = json!({"metadata": meta(), "spec": {"completions": 1}, "status": {"conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True"}]}});
+        assert_eq!(job(&met, now())[1], "SuccessCriteriaMet");
         let running = json!({"metadata": meta(), "spec": {"parallelism": 2}, "status": {}});
         let c = job(&running, now());
         assert_eq!(c[1], "Running");

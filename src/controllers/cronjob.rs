@@ -1,8 +1,0 @@
-//! CronJob: makes Jobs on a schedule.
-use jiff::Timestamp;
-
-use crate::store::{Store, StoreError};
-
-pub fn pass(_store: &Store, _now: Timestamp) -> Result<(), StoreError> {
-    Ok(())
-}
