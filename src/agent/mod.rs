@@ -14,6 +14,7 @@ pub mod api_pods;
 pub mod backoff;
 pub mod container_spec;
 pub mod env;
+pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod report;

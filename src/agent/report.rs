@@ -1,5 +1,6 @@
 //! What this node tells the hub: its Node object and heartbeats, the status of the pods the hub
-//! gave it, mirror pods for its static pods, pods it has finished stopping, and its events.
+//! gave it, mirror pods for its static pods, pods it has finished stopping, its events, and its
+//! usage samples ([`super::metrics`]).
 //!
 //! Owns: deciding what to send and when (on change, and a heartbeat). Must not touch: the
 //! reconcile loop; it reads the agent's store only. When the hub is unreachable it keeps trying
@@ -48,6 +49,7 @@ pub async fn run(store: Arc<Store>, hub: Arc<dyn HubLink>, cfg: ReportConfig) {
     let mut api_uids: HashMap<String, PodRef> = HashMap::new();
     let mut events_after = store.current_resource_version().unwrap_or(0);
     let mut next_heartbeat = tokio::time::Instant::now();
+    let mut sampler = super::metrics::Sampler::new(&cfg.node_name, &cfg.data_dir);
     loop {
         let now = tokio::time::Instant::now();
         if !registered || now >= next_heartbeat {
@@ -80,6 +82,11 @@ pub async fn run(store: Arc<Store>, hub: Arc<dyn HubLink>, cfg: ReportConfig) {
         if registered {
             report_pods(&store, hub.as_ref(), &mut sent, &mut api_uids).await;
             forward_events(&store, hub.as_ref(), &mut events_after).await;
+            if let Some(usage) = sampler.as_mut().and_then(|s| s.due())
+                && let Err(e) = hub.metrics(usage).await
+            {
+                tracing::debug!("reporting usage: {e}");
+            }
         }
         tokio::time::sleep(POLL).await;
     }

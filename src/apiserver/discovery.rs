@@ -3,7 +3,8 @@
 //! and `/apis`, and `/version`.
 //!
 //! Owns: the JSON bodies and the Accept negotiation between the legacy and aggregated forms.
-//! Everything is derived from [`crate::api::resources::RESOURCES`]; nothing here lists a resource.
+//! Everything is derived from [`crate::api::resources::RESOURCES`], except the two resources of
+//! the metrics API, which are not stored objects.
 //! Must not touch: routing and HTTP (the lead's handlers call these pure functions and set the
 //! Content-Type that [`DiscoveryFormat::content_type`] names), nor what a verb does.
 //!
@@ -134,15 +135,29 @@ fn group_entry(group: &str, version: &str) -> Value {
     })
 }
 
+/// The resource metrics API (served by [`super::metrics`], not from the store): its
+/// resources' plural, kind and scope, as metrics-server registers them. `kubectl top` checks
+/// that the group is listed before asking.
+const METRICS: (&str, &str) = (super::metrics::GROUP, super::metrics::VERSION);
+const METRICS_RESOURCES: &[(&str, &str, bool)] = &[
+    ("nodes", "NodeMetrics", false),
+    ("pods", "PodMetrics", true),
+];
+
+/// Every group-version under `/apis`: the stored resources' and the metrics API.
+fn all_groups() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    GROUPS.iter().chain(std::iter::once(&METRICS))
+}
+
 /// `GET /apis` in the legacy form.
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = GROUPS.iter().map(|(g, v)| group_entry(g, v)).collect();
+    let groups: Vec<Value> = all_groups().map(|(g, v)| group_entry(g, v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/{group}`, or `None` for a group the hub does not serve.
 pub fn group(name: &str) -> Option<Value> {
-    let (g, v) = GROUPS.iter().find(|(g, _)| *g == name)?;
+    let (g, v) = all_groups().find(|(g, _)| *g == name)?;
     let mut entry = group_entry(g, v);
     entry["kind"] = json!("APIGroup");
     entry["apiVersion"] = json!("v1");
@@ -165,6 +180,14 @@ pub fn subresource_gvk(r: &Resource, sub: &str) -> (&'static str, &'static str, 
 /// hub serves no such group-version.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
+    if (group, version) == METRICS {
+        for (plural, kind, namespaced) in METRICS_RESOURCES {
+            resources.push(
+                json!({"name": plural, "singularName": "", "namespaced": namespaced,
+                                  "kind": kind, "verbs": ["get", "list"]}),
+            );
+        }
+    }
     for r in in_group_version(group, version) {
         let mut entry = json!({
             "name": r.plural,
@@ -246,9 +269,20 @@ fn aggregated_resource(r: &Resource) -> Value {
 }
 
 fn aggregated_group(group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = in_group_version(group, version)
+    let mut resources: Vec<Value> = in_group_version(group, version)
         .map(aggregated_resource)
         .collect();
+    if (group, version) == METRICS {
+        for (plural, kind, namespaced) in METRICS_RESOURCES {
+            resources.push(json!({
+                "resource": plural,
+                "responseKind": {"group": group, "version": version, "kind": kind},
+                "scope": if *namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": "",
+                "verbs": ["get", "list"],
+            }));
+        }
+    }
     json!({
         "metadata": {"name": group, "creationTimestamp": null},
         "versions": [{
@@ -265,7 +299,7 @@ pub fn aggregated(core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group("", "v1")]
     } else {
-        GROUPS.iter().map(|(g, v)| aggregated_group(g, v)).collect()
+        all_groups().map(|(g, v)| aggregated_group(g, v)).collect()
     };
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -333,7 +367,7 @@ mod tests {
             .flatten()
             .filter_map(|g| g["name"].as_str())
             .collect();
-        assert_eq!(names, ["apps", "batch", "autoscaling"]);
+        assert_eq!(names, ["apps", "batch", "autoscaling", "metrics.k8s.io"]);
         assert_eq!(
             apis["groups"][0]["preferredVersion"]["groupVersion"],
             "apps/v1"
@@ -343,6 +377,10 @@ mod tests {
             Some(json!("APIGroup"))
         );
         assert!(group("policy").is_none());
+        assert!(group("metrics.k8s.io").is_some());
+        let top = resource_list("metrics.k8s.io", "v1beta1").expect("metrics");
+        assert_eq!(top["resources"][1]["kind"], "PodMetrics");
+        assert_eq!(top["resources"][0]["namespaced"], false);
     }
 
     #[test]
@@ -400,7 +438,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(count, RESOURCES.len());
+        assert_eq!(count, RESOURCES.len() + METRICS_RESOURCES.len());
         assert_eq!(core["items"][0]["metadata"]["name"], "");
         let deploy = &apis["items"][0]["versions"][0]["resources"]
             .as_array()

@@ -5,7 +5,7 @@
 //! (create, get, list, watch, update, patch, delete, deletecollection), server-side tables
 //! ([`table`]), patch types ([`patch`]), errors as `Status` objects ([`error`]), and the streaming
 //! subresources (log, exec, attach, portforward; [`stream`]) which it relays to the pod's node
-//! through [`crate::fleet::NodeLink`].
+//! through [`crate::fleet::NodeLink`], and the resource metrics API ([`metrics`]).
 //!
 //! Must not touch: containers or anything on a node (only through the fleet link), nor
 //! controller logic: controllers are API clients like any other, inside the hub process.
@@ -19,6 +19,7 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod kubeconfig;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod proto;

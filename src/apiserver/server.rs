@@ -1,4 +1,5 @@
-//! The router: health and version endpoints, discovery and OpenAPI, then the REST resources.
+//! The router: health and version endpoints, discovery and OpenAPI, the resource metrics API,
+//! then the REST resources.
 //!
 //! Owns: which path goes where. Must not touch: what any of them answer.
 use axum::Router;
@@ -53,6 +54,10 @@ async fn route(State(state): State<ApiState>, request: Request) -> Response {
             Some(reply) => reply.into_response(),
             None => not_found(),
         };
+    }
+    if let Some(r) = super::metrics::handle(&state, request.method(), &path, request.uri().query())
+    {
+        return r;
     }
     match rest::handle(state, request).await {
         Some(r) => r,

@@ -102,6 +102,8 @@ pub struct Context {
     /// How long a node may go without a heartbeat before it is Ready=Unknown
     /// (kube-controller-manager's `--node-monitor-grace-period`).
     pub node_grace: Duration,
+    /// Pods' usage for the HorizontalPodAutoscaler; `None`: HPAs report no metrics.
+    pub metrics: Option<Arc<dyn horizontal::MetricsSource>>,
 }
 
 impl Context {
@@ -110,6 +112,7 @@ impl Context {
             store,
             clock: Arc::new(SystemClock),
             node_grace: node_lifecycle::GRACE,
+            metrics: None,
         }
     }
 }
@@ -147,7 +150,7 @@ pub fn spawn_all(ctx: Context) {
     ));
     // The workload controllers: each one's period bounds how late a time-driven step (a
     // back-off, a deadline, a schedule, minReadySeconds) can be noticed.
-    let workloads: [(&'static str, Pass); 10] = [
+    let workloads: [(&'static str, Pass); 9] = [
         ("replicaset", replicaset::pass),
         ("deployment", deployment::pass),
         ("daemonset", daemonset::pass),
@@ -157,11 +160,22 @@ pub fn spawn_all(ctx: Context) {
         ("garbage collector", garbage_collector::pass),
         ("taint eviction", taint_eviction::pass),
         ("pod garbage collector", pod_gc::pass),
-        ("horizontal pod autoscaler", horizontal::pass),
     ];
     for (name, pass) in workloads {
         tokio::spawn(run_loop(name, ctx.clone(), Duration::from_secs(1), pass));
     }
+    // The autoscaler keeps its recommendation history between passes and reads usage.
+    let source = ctx
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Arc::new(horizontal::NoMetrics));
+    let mut autoscaler = horizontal::Autoscaler::new(source);
+    tokio::spawn(run_loop(
+        "horizontal pod autoscaler",
+        ctx.clone(),
+        Duration::from_secs(1),
+        move |s, now| autoscaler.pass(s, now),
+    ));
     let grace = ctx.node_grace;
     tokio::spawn(run_loop(
         "node lifecycle",

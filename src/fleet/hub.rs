@@ -2,8 +2,8 @@
 //! node is sent the pods bound to it whenever that set changes.
 //!
 //! Owns: turning node reports into writes (Node objects, pod status, mirror pods, events, the
-//! final removal of a deleted pod) and the desired-pods dispatcher. Must not touch: the API's
-//! request handling, or anything on a node.
+//! final removal of a deleted pod), usage samples into the in-memory metrics table, and the
+//! desired-pods dispatcher. Must not touch: the API's request handling, or anything on a node.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Event, Node, NodeStatus, Pod, PodStatus};
 use serde_json::Value;
 
+use super::metrics::{MetricsRegistry, NodeMetricsReport};
 use super::{HubLink, LinkError, NodeRegistry, PodRef};
 use crate::store::{Store, StoreError};
 
@@ -23,6 +24,7 @@ pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 pub struct HubSide {
     store: Arc<Store>,
+    metrics: Arc<MetricsRegistry>,
 }
 
 fn failed(e: StoreError) -> LinkError {
@@ -30,8 +32,9 @@ fn failed(e: StoreError) -> LinkError {
 }
 
 impl HubSide {
-    pub fn new(store: Arc<Store>) -> Arc<HubSide> {
-        Arc::new(HubSide { store })
+    /// `metrics` is the table usage reports land in (shared with the API and the autoscaler).
+    pub fn new(store: Arc<Store>, metrics: Arc<MetricsRegistry>) -> Arc<HubSide> {
+        Arc::new(HubSide { store, metrics })
     }
 
     fn register(&self, node: Node) -> Result<(), LinkError> {
@@ -250,6 +253,11 @@ impl HubLink for HubSide {
     fn event(&self, event: Event) -> BoxFuture<'static, Result<(), LinkError>> {
         let r = self.record(event);
         Box::pin(async move { r })
+    }
+
+    fn metrics(&self, report: NodeMetricsReport) -> BoxFuture<'static, Result<(), LinkError>> {
+        self.metrics.record(report);
+        Box::pin(async { Ok(()) })
     }
 }
 

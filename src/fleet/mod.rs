@@ -1,16 +1,17 @@
 //! The hub↔node boundary: everything the hub and a node's agent say to each other, as one
 //! interface.
 //!
-//! Owns: the messages (desired pods down; node and pod status, events and "pod gone" up; log,
-//! exec, attach and port-forward streams on demand) and their in-process carrier
-//! ([`local`]), used by `edgepod up`. A later carrier takes the same messages over MQTT; neither
-//! side may assume the other shares its process, its store or its clock.
+//! Owns: the messages (desired pods down; node and pod status, usage samples ([`metrics`]),
+//! events and "pod gone" up; log, exec, attach and port-forward streams on demand) and their
+//! in-process carrier ([`local`]), used by `edgepod up`. A later carrier takes the same messages
+//! over MQTT; neither side may assume the other shares its process, its store or its clock.
 //!
 //! Must not touch: the hub's store or the agent's runtime directly. The hub reaches a node only
 //! through [`NodeLink`]; a node reaches the hub only through [`HubLink`].
 
 pub mod hub;
 pub mod local;
+pub mod metrics;
 pub mod registry;
 
 pub use registry::NodeRegistry;
@@ -161,4 +162,9 @@ pub trait HubLink: Send + Sync + 'static {
     /// A static pod's mirror: the hub shows it read-only, as the API server shows mirror pods.
     fn mirror_pod(&self, pod: Pod) -> BoxFuture<'static, Result<(), LinkError>>;
     fn event(&self, event: Event) -> BoxFuture<'static, Result<(), LinkError>>;
+    /// The node's latest usage sample (node, pods, containers); the hub keeps it in memory.
+    fn metrics(
+        &self,
+        report: metrics::NodeMetricsReport,
+    ) -> BoxFuture<'static, Result<(), LinkError>>;
 }

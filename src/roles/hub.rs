@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::apiserver::rest::ApiState;
+use crate::controllers::horizontal::{MetricsSource, PodCpu};
 use crate::fleet::NodeRegistry;
+use crate::fleet::metrics::MetricsRegistry;
 use crate::store::Store;
 
 /// The hub's database, beside (not inside) a local agent's `edgepod.db`.
@@ -37,7 +39,30 @@ pub enum HubError {
 pub struct Hub {
     pub store: Arc<Store>,
     pub registry: Arc<NodeRegistry>,
+    /// The nodes' latest usage reports: filled by the hub side of the fleet link, read by the
+    /// metrics API and the autoscaler.
+    pub metrics: Arc<MetricsRegistry>,
     pub cfg: HubConfig,
+}
+
+/// The autoscaler reads pods' CPU from the metrics table (the controllers do not know the
+/// fleet, so the two meet here).
+impl MetricsSource for MetricsRegistry {
+    fn pod_cpu(&self, namespace: &str) -> std::collections::HashMap<String, PodCpu> {
+        self.pods(Some(namespace))
+            .into_iter()
+            .map(|(timestamp, window, p)| {
+                let nanocores: u64 = p.containers.iter().map(|c| c.cpu_nanocores).sum();
+                let sample = PodCpu {
+                    uid: p.pod.uid,
+                    millicores: i64::try_from(nanocores.div_ceil(1_000_000)).unwrap_or(i64::MAX),
+                    timestamp,
+                    window,
+                };
+                (p.pod.name, sample)
+            })
+            .collect()
+    }
 }
 
 impl Hub {
@@ -49,6 +74,7 @@ impl Hub {
         Ok(Hub {
             store,
             registry: NodeRegistry::new(),
+            metrics: MetricsRegistry::new(),
             cfg,
         })
     }
@@ -60,6 +86,7 @@ impl Hub {
     ) -> Result<(), HubError> {
         let mut ctx = crate::controllers::Context::new(Arc::clone(&self.store));
         ctx.node_grace = self.cfg.node_grace;
+        ctx.metrics = Some(Arc::clone(&self.metrics) as Arc<dyn MetricsSource>);
         crate::controllers::spawn_all(ctx);
         tokio::spawn(crate::scheduler::run(Arc::clone(&self.store)));
         tokio::spawn(crate::fleet::hub::dispatch(
@@ -69,6 +96,7 @@ impl Hub {
         let state = ApiState {
             store: Arc::clone(&self.store),
             nodes: Arc::clone(&self.registry),
+            metrics: Arc::clone(&self.metrics),
         };
         let app = crate::apiserver::server::router(state);
         let listener = tokio::net::TcpListener::bind(self.cfg.listen)

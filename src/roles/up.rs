@@ -30,7 +30,7 @@ pub struct LocalAgent {
 pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> {
     agent::install_stop_signals().map_err(|e| HubError::Setup(e.to_string()))?;
     let hub = Hub::open(hub_cfg)?;
-    let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store));
+    let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store), Arc::clone(&hub.metrics));
     let mut started = Vec::new();
     for a in agents {
         let agent_store = Arc::new(Store::open_in(&a.cfg.data_dir).map_err(Box::new)?);

@@ -36,6 +36,8 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub struct ApiState {
     pub store: Arc<Store>,
     pub nodes: Arc<NodeRegistry>,
+    /// The nodes' latest usage reports, served as metrics.k8s.io.
+    pub metrics: Arc<crate::fleet::metrics::MetricsRegistry>,
 }
 
 /// Handles a request under `/api/v1` or `/apis/G/V`; `None` when the path is not a resource path.
