@@ -2,7 +2,7 @@
 //! CPU, sampled from their cgroups, shows in the metrics API and drives the HPA.
 mod common;
 
-use common::cluster::{Cluster, OWN_NODE};
+use common::cluster::{Cluster, OWN_NODE, Options};
 
 const BUSY_POD: &str = r#"
 apiVersion: v1
@@ -58,16 +58,11 @@ fn row(out: &str, name: &str) -> Option<Vec<String>> {
 }
 
 /// Samples every second instead of every 10 s, so the first rate (two readings) comes quickly.
-/// kubectl gets its own discovery cache: the shared one is keyed by host and port, and a port
-/// reused from an older cluster would hide the metrics group for hours.
 fn start() -> Cluster {
-    let cache = std::env::temp_dir().join(format!("edgepod-kubecache-{}", std::process::id()));
-    // SAFETY: set before the cluster (and any other thread of this test) starts.
-    unsafe {
-        std::env::set_var("EDGEPOD_METRICS_INTERVAL", "1");
-        std::env::set_var("KUBECACHEDIR", &cache);
-    }
-    Cluster::start()
+    Cluster::with(Options {
+        env: &[("EDGEPOD_METRICS_INTERVAL", "1")],
+        ..Options::default()
+    })
 }
 
 #[test]

@@ -96,11 +96,16 @@ fn pods_on(c: &Cluster, selector: &str) -> Vec<(String, String, bool)> {
 #[test]
 fn an_unreachable_node_loses_its_deployment_pods_but_keeps_its_daemonset_pod() {
     let c = Cluster::with(Options {
-        up_args: &["--node-monitor-grace-period", "15"],
+        up_args: &[
+            "--node-monitor-grace-period",
+            "3",
+            "--node-status-update-frequency",
+            "1",
+        ],
         ..Options::default()
     });
-    // Fresh for ~30 s (heartbeat 15 s ahead, 15 s grace: longer than the real agents' 10 s
-    // heartbeats), long enough to get pods bound.
+    // Fresh for ~18 s (heartbeat 15 s ahead, 3 s grace; the real agents post every second),
+    // long enough to get pods bound.
     c.apply_yaml(&["create"], &simulated_node("sim-1", 15));
     c.apply_yaml(&["apply"], DAEMONSET);
     c.apply_yaml(&["apply"], DEPLOYMENT);

@@ -41,7 +41,14 @@ fn scheduled_message(c: &Cluster, pod: &str) -> String {
 fn selector_resources_cordon_drain_and_a_silent_node() {
     let c = Cluster::with(Options {
         extra_nodes: &["gpu-1:gpu=true"],
-        up_args: &["--node-monitor-grace-period", "3"],
+        // Agents post status every second, well inside the 3 s grace the silent node outlives.
+        up_args: &[
+            "--node-monitor-grace-period",
+            "3",
+            "--node-status-update-frequency",
+            "1",
+        ],
+        ..Options::default()
     });
 
     // nodeSelector gpu=true lands only on the GPU node.

@@ -52,6 +52,9 @@ pub enum AgentError {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub data_dir: PathBuf,
+    /// How often the node posts its status to the hub (the kubelet's
+    /// `--node-status-update-frequency`).
+    pub node_status_update_frequency: Duration,
     pub manifests_dir: PathBuf,
     pub node_name: String,
     pub backoff: BackoffPolicy,

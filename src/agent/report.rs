@@ -23,6 +23,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(500);
 
 pub struct ReportConfig {
+    /// How often the Node's status (its heartbeat) is posted ([`HEARTBEAT`] by default).
+    pub heartbeat: Duration,
     pub node_name: String,
     pub node_labels: BTreeMap<String, String>,
     pub data_dir: PathBuf,
@@ -77,7 +79,7 @@ pub async fn run(store: Arc<Store>, hub: Arc<dyn HubLink>, cfg: ReportConfig) {
                     registered = false;
                 }
             }
-            next_heartbeat = now + HEARTBEAT;
+            next_heartbeat = now + cfg.heartbeat;
         }
         if registered {
             report_pods(&store, hub.as_ref(), &mut sent, &mut api_uids).await;

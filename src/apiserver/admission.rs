@@ -315,8 +315,27 @@ fn typed_defaults(
             to_value(&cj)
         }
         "HorizontalPodAutoscaler" => {
-            let hpa: autoscaling::v2::HorizontalPodAutoscaler =
+            let mut hpa: autoscaling::v2::HorizontalPodAutoscaler =
                 decode(resource, doc, validation, warnings)?;
+            if let Some(spec) = hpa.spec.as_mut() {
+                // SetDefaults_HorizontalPodAutoscaler: one replica at least, and 80 % CPU
+                // utilisation when no metric is named.
+                spec.min_replicas.get_or_insert(1);
+                if spec.metrics.as_ref().is_none_or(Vec::is_empty) {
+                    spec.metrics = Some(vec![autoscaling::v2::MetricSpec {
+                        type_: "Resource".to_string(),
+                        resource: Some(autoscaling::v2::ResourceMetricSource {
+                            name: "cpu".to_string(),
+                            target: autoscaling::v2::MetricTarget {
+                                type_: "Utilization".to_string(),
+                                average_utilization: Some(80),
+                                ..Default::default()
+                            },
+                        }),
+                        ..Default::default()
+                    }]);
+                }
+            }
             if let Some(spec) = &hpa.spec {
                 if spec.max_replicas < 1 {
                     errs.push(FieldError::invalid(

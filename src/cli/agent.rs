@@ -37,6 +37,14 @@ pub struct AgentArgs {
     /// Labels this node registers with, KEY=VALUE[,KEY=VALUE] (e.g. gpu=true,disk=ssd).
     #[arg(long, default_value = "")]
     pub node_labels: String,
+    /// Seconds between the node's status posts (heartbeats) to the hub; keep it well below the
+    /// hub's --node-monitor-grace-period.
+    #[arg(
+        long = "node-status-update-frequency",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
+    pub node_status_update_frequency: f64,
 }
 
 pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
@@ -53,6 +61,7 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let cfg = AgentConfig {
         data_dir: data_dir.to_path_buf(),
+        node_status_update_frequency: secs(args.node_status_update_frequency),
         manifests_dir: args.manifests,
         node_name,
         backoff: BackoffPolicy {

@@ -39,6 +39,7 @@ pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> 
         let node_name = a.cfg.node_name.clone();
         let streams = NodeStreams::new(runtime, Arc::clone(&agent_store), &node_name);
         let report = agent::report::ReportConfig {
+            heartbeat: a.cfg.node_status_update_frequency,
             node_name: node_name.clone(),
             node_labels: a.labels,
             data_dir: a.cfg.data_dir.clone(),

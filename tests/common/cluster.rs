@@ -13,8 +13,10 @@ pub const OWN_NODE: &str = "pi-1";
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub up: Child,
-    /// `--extra-node` values and extra `edgepod up` flags, kept for [`Cluster::restart`].
+    /// `--extra-node` values, extra `edgepod up` flags and environment, kept for
+    /// [`Cluster::restart`].
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// What to start beyond the hub and `pi-1`.
@@ -24,6 +26,8 @@ pub struct Options<'a> {
     pub extra_nodes: &'a [&'a str],
     /// More flags for `edgepod up` (`--node-monitor-grace-period`, …).
     pub up_args: &'a [&'a str],
+    /// Environment for `edgepod up` (`EDGEPOD_METRICS_INTERVAL`, …).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 pub fn kubectl_bin() -> String {
@@ -97,8 +101,13 @@ impl Cluster {
         args.extend(opts.up_args.iter().map(|a| a.to_string()));
         let port = free_port();
         std::fs::File::create(dir.path().join("up.log")).unwrap();
-        let up = spawn_up(dir.path(), port, &args);
-        let c = Cluster { dir, up, args };
+        let env: Vec<(String, String)> = opts
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let up = spawn_up(dir.path(), port, &args, &env);
+        let c = Cluster { dir, up, args, env };
         c.wait_for("the API and every node Ready", 60, || {
             let out = c.kubectl(&[
                 "get",
@@ -122,6 +131,9 @@ impl Cluster {
         Command::new(kubectl_bin())
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
+            // kubectl caches discovery per host:port; a port reused by another test's cluster
+            // must not hide the API groups this one serves.
+            .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
             .args(args)
             .output()
             .unwrap()
@@ -215,7 +227,7 @@ impl Cluster {
     pub fn restart(&mut self) {
         let port = self.port();
         stop(&mut self.up);
-        self.up = spawn_up(self.dir.path(), port, &self.args);
+        self.up = spawn_up(self.dir.path(), port, &self.args, &self.env);
         self.wait_for("the API after a restart", 30, || {
             self.kubectl(&["get", "nodes", "-o", "name"])
                 .status
@@ -235,7 +247,7 @@ impl Cluster {
 }
 
 /// `edgepod up` on `dir`, listening on 127.0.0.1:`port`, logging to `dir/up.log`.
-fn spawn_up(dir: &Path, port: u16, args: &[String]) -> Child {
+fn spawn_up(dir: &Path, port: u16, args: &[String], env: &[(String, String)]) -> Child {
     let log = std::fs::File::options()
         .append(true)
         .open(dir.join("up.log"))
@@ -254,6 +266,7 @@ fn spawn_up(dir: &Path, port: u16, args: &[String]) -> Child {
         .arg(dir.join("manifests"))
         .args(["--node-labels", "disk=ssd"])
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
