@@ -22,6 +22,7 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod shim;
 pub mod spec;
+pub mod usage;
 pub mod zygote;
 
 use std::fs;
