@@ -18,8 +18,10 @@ use serde_json::{Value, json};
 
 use super::pod_control::{
     being_deleted, claim, controller_ref, create, delete_pod, event, finished, is_available,
-    is_ready, labels, meta, pod_from_template, selector_of, string_map, update_status,
+    is_ready, labels, meta, pod_from_template, selector_of, update_status,
 };
+use crate::scheduler::affinity::NodeAffinity;
+use crate::scheduler::taints;
 use crate::store::{Store, StoreError};
 
 const COMPONENT: &str = "daemonset-controller";
@@ -377,103 +379,19 @@ pub(crate) fn should_run(node: &Value, pod_spec: &Value) -> (bool, bool) {
     let fits_name = pod_spec["nodeName"]
         .as_str()
         .is_none_or(|n| n.is_empty() || n == name);
-    if !fits_name || !fits_affinity(node, pod_spec) {
+    if !fits_name || !NodeAffinity::of_spec(pod_spec).admits(&labels(node), name) {
         return (false, false);
     }
-    let tolerations: &[Value] = pod_spec["tolerations"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let tolerations = taints::spec_tolerations(pod_spec);
+    let node_taints = taints::node_taints(node);
     let untolerated = |effect: &str| {
-        node.pointer("/spec/taints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|t| t["effect"] == effect)
-            .any(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+        node_taints
+            .iter()
+            .filter(|t| t.effect == effect)
+            .any(|t| !taints::tolerated(&tolerations, t))
     };
     let no_execute = untolerated("NoExecute");
     (!no_execute && !untolerated("NoSchedule"), !no_execute)
-}
-
-/// `Toleration.ToleratesTaint`: an empty key with Exists tolerates every taint, an empty
-/// effect every effect.
-pub(crate) fn tolerates(tol: &Value, taint: &Value) -> bool {
-    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
-    let effect = s(tol, "effect");
-    if !effect.is_empty() && effect != s(taint, "effect") {
-        return false;
-    }
-    let key = s(tol, "key");
-    if !key.is_empty() && key != s(taint, "key") {
-        return false;
-    }
-    match tol["operator"].as_str().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => s(tol, "value") == s(taint, "value"),
-        _ => false,
-    }
-}
-
-/// The node matches the pod's nodeSelector and one of its required node affinity terms.
-pub(crate) fn fits_affinity(node: &Value, pod_spec: &Value) -> bool {
-    let node_labels = labels(node);
-    let selector = string_map(pod_spec.get("nodeSelector"));
-    if selector.iter().any(|(k, v)| node_labels.get(k) != Some(v)) {
-        return false;
-    }
-    let Some(terms) = pod_spec
-        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-        .and_then(Value::as_array)
-    else {
-        return true;
-    };
-    let name = meta(node, "name");
-    terms.iter().any(|term| {
-        let exprs = term["matchExpressions"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let fields = term["matchFields"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        // A term with no requirements selects nothing.
-        (!exprs.is_empty() || !fields.is_empty())
-            && exprs.iter().all(|r| {
-                requirement(
-                    r,
-                    node_labels
-                        .get(r["key"].as_str().unwrap_or_default())
-                        .map(String::as_str),
-                )
-            })
-            && fields
-                .iter()
-                .all(|r| r["key"] == "metadata.name" && requirement(r, Some(name)))
-    })
-}
-
-/// One NodeSelectorRequirement against the node's value for its key.
-fn requirement(r: &Value, value: Option<&str>) -> bool {
-    let values: Vec<&str> = r["values"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let int = |s: &str| s.parse::<i64>().ok();
-    match r["operator"].as_str().unwrap_or_default() {
-        "In" => value.is_some_and(|v| values.contains(&v)),
-        "NotIn" => !value.is_some_and(|v| values.contains(&v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => match (value.and_then(int), values.first().copied().and_then(int)) {
-            (Some(v), Some(b)) => (op == "Gt" && v > b) || (op == "Lt" && v < b),
-            _ => false,
-        },
-        _ => false,
-    }
 }
 
 /// The hash of a pod template that tells pods made from it apart (the value of

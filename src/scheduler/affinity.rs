@@ -90,7 +90,11 @@ pub struct NodeAffinity {
 
 impl NodeAffinity {
     pub fn of(pod: &Value) -> NodeAffinity {
-        let spec = &pod["spec"];
+        NodeAffinity::of_spec(&pod["spec"])
+    }
+
+    /// The node affinity of a pod spec (a pod's, or a template's before it makes a pod).
+    pub fn of_spec(spec: &Value) -> NodeAffinity {
         let selector = spec["nodeSelector"]
             .as_object()
             .into_iter()

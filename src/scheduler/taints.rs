@@ -55,7 +55,12 @@ pub fn node_taints(node: &Value) -> Vec<Taint> {
 
 /// A pod's `spec.tolerations`.
 pub fn pod_tolerations(pod: &Value) -> Vec<Toleration> {
-    list(pod.pointer("/spec/tolerations"))
+    spec_tolerations(&pod["spec"])
+}
+
+/// The tolerations of a pod spec (a pod's, or a template's before it makes a pod).
+pub fn spec_tolerations(spec: &Value) -> Vec<Toleration> {
+    list(spec.get("tolerations"))
         .map(|t| Toleration {
             key: text(t, "key"),
             exists: t.get("operator").and_then(Value::as_str) == Some("Exists"),

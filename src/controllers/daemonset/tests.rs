@@ -391,6 +391,13 @@ fn hashes_are_stable_and_safe_encoded() {
     );
 }
 
+/// One toleration against one taint, through the scheduler's matching the controller uses.
+fn tolerates(tol: &Value, taint: &Value) -> bool {
+    let tol = &taints::spec_tolerations(&json!({ "tolerations": [tol] }))[0];
+    let taint = &taints::node_taints(&json!({"spec": {"taints": [taint]}}))[0];
+    tol.tolerates(taint)
+}
+
 #[test]
 fn tolerations_match_like_kubernetes() {
     let taint = json!({"key": "k", "value": "v", "effect": "NoSchedule"});
