@@ -17,8 +17,8 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::pod_control::{
-    being_deleted, claim, controller_ref, create, delete_pod, event, finished, is_available,
-    is_ready, labels, meta, pod_from_template, selector_of, update_status,
+    being_deleted, claim, controller_ref, create, delete_pod, event, finished, int_or_percent,
+    is_available, is_ready, labels, meta, pod_from_template, selector_of, update_status,
 };
 use crate::scheduler::affinity::NodeAffinity;
 use crate::scheduler::taints;
@@ -256,26 +256,6 @@ fn rolling_update<'a>(
 fn max_unavailable(ds: &Value, desired: i64) -> i64 {
     let raw = ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable");
     int_or_percent(raw, desired, true).unwrap_or(1).max(1)
-}
-
-/// An IntOrString: an integer, or `N%` of `total` rounded up or down.
-pub(crate) fn int_or_percent(v: Option<&Value>, total: i64, round_up: bool) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
-            let Some(p) = s.strip_suffix('%') else {
-                return s.parse().ok();
-            };
-            let p: i64 = p.parse().ok()?;
-            let scaled = p * total;
-            Some(if round_up {
-                (scaled + 99) / 100
-            } else {
-                scaled / 100
-            })
-        }
-        _ => None,
-    }
 }
 
 /// A new pod for `node`: the template with the default tolerations, pinned to the node.

@@ -229,6 +229,27 @@ pub fn is_available(pod: &Value, min_ready_seconds: i64, now: Timestamp) -> bool
             .is_ok_and(|t| t <= now)
 }
 
+/// An IntOrString (`maxSurge`, `maxUnavailable`, …): an integer, or `N%` of `total` rounded
+/// up or down.
+pub fn int_or_percent(v: Option<&Value>, total: i64, round_up: bool) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => {
+            let Some(p) = s.strip_suffix('%') else {
+                return s.parse().ok();
+            };
+            let p: i64 = p.parse().ok()?;
+            let scaled = p * total;
+            Some(if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Claims the pods of `owner`'s namespace for it, as `ControllerRefManager.ClaimPods` does:
 /// pods it controls that still match stay; pods it controls that stopped matching are released
 /// (its ownerReference removed: the relabelled pod keeps running, outside the controller);

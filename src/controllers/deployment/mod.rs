@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::pod_control::{being_deleted, claim, controller_ref, event, meta, selector_of};
+use super::pod_control::{
+    being_deleted, claim, controller_ref, event, int_or_percent, meta, selector_of,
+};
 use super::replicaset::int;
 use crate::store::{Store, StoreError};
 
@@ -166,30 +168,14 @@ fn annotation<'a>(obj: &'a Value, key: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-/// `n` of `total` for an IntOrString (`3` or `"25%"`), rounding a percentage up or down.
-fn scaled(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
-    match v {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) => {
-            let pct = s
-                .strip_suffix('%')
-                .and_then(|p| p.parse::<i64>().ok())
-                .or_else(|| s.parse().ok())
-                .unwrap_or(0);
-            let x = pct * total;
-            if round_up { (x + 99) / 100 } else { x / 100 }
-        }
-        _ => 0,
-    }
-}
-
 /// maxSurge and maxUnavailable as counts (`ResolveFenceposts`): surge rounds up, unavailable
 /// down, and both zero would deadlock, so unavailable becomes 1.
 fn fenceposts(d: &Value) -> (i64, i64) {
     let ru = d.pointer("/spec/strategy/rollingUpdate");
     let replicas = int(d, "/spec/replicas");
-    let surge = scaled(ru.and_then(|r| r.get("maxSurge")), replicas, true);
-    let unavailable = scaled(ru.and_then(|r| r.get("maxUnavailable")), replicas, false);
+    let surge = int_or_percent(ru.and_then(|r| r.get("maxSurge")), replicas, true).unwrap_or(0);
+    let unavailable =
+        int_or_percent(ru.and_then(|r| r.get("maxUnavailable")), replicas, false).unwrap_or(0);
     if surge == 0 && unavailable == 0 {
         (0, 1)
     } else {
