@@ -169,15 +169,21 @@ fn optimistic_concurrency_validation_and_bad_bodies() {
         .to_string();
     assert_eq!(created.body["metadata"]["generation"], 1);
 
-    // A write based on a stale resourceVersion is a 409 Conflict. (The binder may have written
-    // the pod since it was created, so the first update starts from a fresh read.)
-    let mut first = hub.call("GET", &format!("{PODS}/web"), None, &[]).body;
-    first["metadata"]["labels"]["v"] = json!("1");
-    assert_eq!(
-        hub.json("PUT", &format!("{PODS}/web"), &first, "application/json")
-            .code,
-        200
-    );
+    // A write based on a stale resourceVersion is a 409 Conflict. The scheduler and the node
+    // write the pod while it starts, so the first update is a read-modify-write retried on a
+    // conflict, as clients do.
+    let mut updated = false;
+    for _ in 0..20 {
+        let mut first = hub.call("GET", &format!("{PODS}/web"), None, &[]).body;
+        first["metadata"]["labels"]["v"] = json!("1");
+        let put = hub.json("PUT", &format!("{PODS}/web"), &first, "application/json");
+        if put.code == 200 {
+            updated = true;
+            break;
+        }
+        assert_eq!(put.code, 409, "{}", put.text);
+    }
+    assert!(updated, "the read-modify-write never got through");
     let mut stale = created.body.clone();
     stale["metadata"]["labels"]["v"] = json!("2");
     stale["metadata"]["resourceVersion"] = json!(rv);

@@ -333,9 +333,11 @@ spec:
     metadata:
       labels: {app: web}
     spec:
+      terminationGracePeriodSeconds: 1
       containers:
       - name: web
         image: busybox
+        command: [sleep, '3600']
         env:
         - {name: A, value: \"1\"}
 ";
@@ -472,6 +474,12 @@ fn explain_apply_attach_and_node_labels_across_restarts() {
         "0"
     );
     c.ok(&["delete", "pod", "reader"]);
-    let none = c.ok(&["get", "pods", "-o", "name"]);
-    assert!(none.trim().is_empty(), "{none}");
+    // The Deployment's pods go with it (garbage collection by ownerReferences).
+    c.ok(&["delete", "deployment", "web"]);
+    c.wait_for("every pod gone", 30, || {
+        c.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
 }

@@ -315,9 +315,13 @@ pub fn patch(
             ));
         }
         // A patch that names a resourceVersion makes it a precondition; otherwise the write is
-        // against what was just read, retried if someone else wrote in between.
-        let pinned = meta_str(&doc, "resourceVersion").map(str::to_string);
+        // against what was just read, retried if someone else (a controller writing status)
+        // wrote in between. Merge, strategic and apply patches start from the live object, so
+        // its own resourceVersion is in `doc` too: only another value is the patch's.
         let read_rv = meta_str(&old, "resourceVersion").map(str::to_string);
+        let pinned = meta_str(&doc, "resourceVersion")
+            .filter(|rv| Some(*rv) != read_rv.as_deref())
+            .map(str::to_string);
         if pinned.is_none()
             && let Some(rv) = &read_rv
         {
