@@ -157,6 +157,24 @@ fn deployment_rolls_out_rolls_back_and_releases_a_relabelled_pod() {
         extra_nodes: NODES,
         ..Default::default()
     });
+    // A selector that does not select the template's labels is refused with a 422 naming it.
+    let path = c.dir.path().join("mismatch.yaml");
+    std::fs::write(
+        &path,
+        DEPLOYMENT.replacen(
+            "matchLabels:\n      app: web",
+            "matchLabels:\n      app: other",
+            1,
+        ),
+    )
+    .unwrap();
+    let err = c.fails(&["create", "-f", path.to_str().unwrap()]);
+    assert!(
+        err.contains("is invalid")
+            && err.contains("spec.template.metadata.labels")
+            && err.contains("`selector` does not match template `labels`"),
+        "{err}"
+    );
     c.apply_yaml(&["create"], DEPLOYMENT);
     let first = wait_running(&c, "app=web", 3);
     assert_eq!(nodes_of(&first).len(), 3, "spread: {first:?}");
