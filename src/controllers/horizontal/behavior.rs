@@ -120,14 +120,19 @@ pub(super) fn change_in_period(events: &[ScaleEvent], period: i64, now: Timestam
         .sum()
 }
 
+/// The replica count a policy's period started from: `current` with the period's recorded
+/// scale-ups taken off and scale-downs put back.
+fn period_start(current: i32, h: &History, period: i64, now: Timestamp) -> i32 {
+    current - change_in_period(&h.up, period, now) + change_in_period(&h.down, period, now)
+}
+
 /// The most replicas the scale-up rules allow from `current`.
 pub(super) fn scale_up_limit(current: i32, h: &History, rules: &Rules, now: Timestamp) -> i32 {
     if rules.select == Select::Disabled {
         return current;
     }
     let proposals = rules.policies.iter().map(|p| {
-        let start = current - change_in_period(&h.up, p.period, now)
-            + change_in_period(&h.down, p.period, now);
+        let start = period_start(current, h, p.period, now);
         if p.percent {
             (f64::from(start) * (1.0 + f64::from(p.value) / 100.0)).ceil() as i32
         } else {
@@ -147,8 +152,7 @@ pub(super) fn scale_down_limit(current: i32, h: &History, rules: &Rules, now: Ti
         return current;
     }
     let proposals = rules.policies.iter().map(|p| {
-        let start = current - change_in_period(&h.up, p.period, now)
-            + change_in_period(&h.down, p.period, now);
+        let start = period_start(current, h, p.period, now);
         if p.percent {
             (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32
         } else {
