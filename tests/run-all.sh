@@ -14,7 +14,8 @@ fi
 say "prerequisites"
 need_apt=()
 for pair in busybox:busybox-static skopeo:skopeo umoci:umoci crun:crun runc:runc curl:curl \
-            qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static file:file; do
+            qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static file:file \
+            mosquitto:mosquitto mosquitto_sub:mosquitto-clients; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

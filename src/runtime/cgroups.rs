@@ -66,6 +66,15 @@ pub fn remove(rel: &str) {
     }
 }
 
+/// Removes the group `rel` from every hierarchy if it is empty; true when none is left. A group
+/// that still holds a process stays (rmdir answers EBUSY) and the answer is false.
+pub fn remove_if_empty(rel: &str) -> bool {
+    dirs(rel).iter().all(|dir| match fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    })
+}
+
 /// True when the group `rel` exists in any hierarchy (used by tests and cleanup checks).
 pub fn exists(rel: &str) -> bool {
     dirs(rel).iter().any(|d| d.exists())
