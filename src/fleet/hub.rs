@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Event, Node, NodeStatus, Pod, PodStatus};
 use serde_json::Value;
 
 use super::metrics::{MetricsRegistry, NodeMetricsReport};
-use super::{HubLink, LinkError, NodeRegistry, PodRef};
+use super::{DesiredState, HubLink, LinkError, NodeRegistry, PodRef};
 use crate::store::{Store, StoreError};
 
 /// Every connected node gets its full pod set at least this often, so a lost message heals.
@@ -283,6 +283,14 @@ pub fn pods_for(store: &Store, node: &str) -> Result<Vec<Pod>, StoreError> {
         .collect())
 }
 
+/// What `node` must hold: its pods (see [`pods_for`]).
+pub fn desired_for(store: &Store, node: &str) -> Result<DesiredState, StoreError> {
+    Ok(DesiredState {
+        pods: pods_for(store, node)?,
+        ..DesiredState::default()
+    })
+}
+
 /// Sends each connected node its pods whenever a pod bound to it changes, a node connects,
 /// or [`RESYNC_EVERY`] passes. Runs until the process ends.
 pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
@@ -311,9 +319,9 @@ pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
             let Ok(link) = registry.get(&node) else {
                 continue;
             };
-            match pods_for(&store, &node) {
-                Ok(pods) => {
-                    if let Err(e) = link.desired_pods(pods).await {
+            match desired_for(&store, &node) {
+                Ok(state) => {
+                    if let Err(e) = link.desired(state).await {
                         tracing::warn!(node = %node, "sending desired pods: {e}");
                     }
                 }

@@ -10,8 +10,10 @@
 //! through [`NodeLink`]; a node reaches the hub only through [`HubLink`].
 
 pub mod hub;
+pub mod identity;
 pub mod local;
 pub mod metrics;
+pub mod mqtt;
 pub mod registry;
 
 pub use registry::NodeRegistry;
@@ -19,7 +21,7 @@ pub use registry::NodeRegistry;
 use std::pin::Pin;
 
 use futures_util::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Event, Node, NodeStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, NodeStatus, Pod, PodStatus, Secret};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 #[derive(Debug, thiserror::Error)]
@@ -126,11 +128,21 @@ pub struct ExecSession {
 pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
-/// What the hub asks of one node. Implemented by each carrier (in-process now, MQTT later).
+/// Everything a node must hold to run what is bound to it: its pods and the ConfigMaps and
+/// Secrets those pods name (nothing else of the cluster leaves the hub).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredState {
+    pub pods: Vec<Pod>,
+    pub config_maps: Vec<ConfigMap>,
+    pub secrets: Vec<Secret>,
+}
+
+/// What the hub asks of one node. Implemented by each carrier (in-process and MQTT).
 pub trait NodeLink: Send + Sync + 'static {
-    /// The complete set of pods bound to this node, replacing the previous set. Full sets
-    /// rather than deltas: a node that missed messages converges on the next one.
-    fn desired_pods(&self, pods: Vec<Pod>) -> BoxFuture<'static, Result<(), LinkError>>;
+    /// The complete desired state of this node, replacing the previous one. The interface
+    /// speaks in full sets: a carrier may send less (deltas) as long as the node ends up
+    /// holding exactly this.
+    fn desired(&self, state: DesiredState) -> BoxFuture<'static, Result<(), LinkError>>;
     fn logs(&self, req: LogRequest) -> BoxFuture<'static, Result<ByteReader, LinkError>>;
     fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>>;
     fn port_forward(

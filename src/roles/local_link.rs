@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
 
 use crate::agent::api_pods;
 use crate::agent::streams::NodeStreams;
 use crate::fleet::{
-    ByteReader, Duplex, ExecRequest, ExecSession, HubLink, LinkError, LogRequest, NodeLink, PodRef,
+    ByteReader, DesiredState, Duplex, ExecRequest, ExecSession, HubLink, LinkError, LogRequest,
+    NodeLink, PodRef,
 };
 use crate::store::Store;
 
@@ -20,11 +20,11 @@ pub struct LocalNode {
 }
 
 impl NodeLink for LocalNode {
-    fn desired_pods(&self, pods: Vec<Pod>) -> BoxFuture<'static, Result<(), LinkError>> {
+    fn desired(&self, state: DesiredState) -> BoxFuture<'static, Result<(), LinkError>> {
         let store = Arc::clone(&self.agent_store);
         let hub = Arc::clone(&self.hub);
         Box::pin(async move {
-            let gone = tokio::task::spawn_blocking(move || api_pods::apply(&store, pods))
+            let gone = tokio::task::spawn_blocking(move || api_pods::apply(&store, state.pods))
                 .await
                 .map_err(|e| LinkError::Failed(e.to_string()))?
                 .map_err(|e| LinkError::Failed(e.to_string()))?;

@@ -163,9 +163,9 @@ impl FakeNode {
 }
 
 impl NodeLink for FakeNode {
-    fn desired_pods(
+    fn desired(
         &self,
-        _pods: Vec<k8s_openapi::api::core::v1::Pod>,
+        _state: crate::fleet::DesiredState,
     ) -> BoxFuture<'static, Result<(), LinkError>> {
         Box::pin(async { Ok(()) })
     }

@@ -1,0 +1,1 @@
+//! Node identities: join tokens, client certificates from the hub's CA, revocation (in progress).
