@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::fleet::PodRef;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tx};
 
 pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// The source value of pods that came from the hub, as the kubelet marks API pods.
@@ -38,7 +38,13 @@ fn pod_ref(pod: &Pod) -> PodRef {
 /// Applies the hub's complete set of pods for this node in one transaction. Returns the pods the
 /// hub is deleting that this node no longer has at all, so the hub can be told they are gone.
 pub fn apply(store: &Store, desired: Vec<Pod>) -> Result<Vec<PodRef>, StoreError> {
-    store.write(|tx| {
+    store.write(|tx| apply_in(tx, desired))
+}
+
+/// [`apply`] inside a caller's transaction (the MQTT link records the generation it applied in
+/// the same one).
+pub fn apply_in(tx: &Tx<'_>, desired: Vec<Pod>) -> Result<Vec<PodRef>, StoreError> {
+    {
         let mut gone = Vec::new();
         let mut wanted = BTreeSet::new();
         for pod in desired {
@@ -100,7 +106,7 @@ pub fn apply(store: &Store, desired: Vec<Pod>) -> Result<Vec<PodRef>, StoreError
             }
         }
         Ok(gone)
-    })
+    }
 }
 
 /// The hub's pods to run now: stored API pods not being deleted.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::agent::{self, AgentConfig, BackoffPolicy};
+use crate::agent::{AgentConfig, BackoffPolicy};
+use crate::fleet::mqtt::client::Connection;
+use crate::roles::agent::RemoteHub;
 use crate::runtime::logs::Rotation;
 
 #[derive(Args, Debug, Clone)]
@@ -47,8 +49,68 @@ pub struct AgentArgs {
     pub node_status_update_frequency: f64,
 }
 
-pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
-    agent::run(config(data_dir, args)?)?;
+/// How a standalone agent joins a hub (not part of `edgepod up`, whose agent is in-process).
+#[derive(Args, Debug, Clone)]
+pub struct JoinArgs {
+    /// The hub's MQTT broker (`mqtt://HOST:PORT` or `mqtts://HOST:PORT`); without it the agent
+    /// runs its static pods alone.
+    #[arg(long, env = "EDGEPOD_HUB", value_name = "URL")]
+    pub hub: Option<crate::fleet::mqtt::client::BrokerUrl>,
+    /// The hub's fleet name (its --cluster-name).
+    #[arg(long = "cluster-name", default_value = "default", value_name = "NAME")]
+    pub cluster_name: String,
+    /// The hub's desired-state signing key (base64 ed25519 public key, as
+    /// `DATA_DIR/pki/fleet-signing.pk8` of the hub holds it).
+    #[arg(
+        long = "hub-signing-key",
+        env = "EDGEPOD_HUB_SIGNING_KEY",
+        value_name = "BASE64"
+    )]
+    pub hub_signing_key: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentCommand {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    #[command(flatten)]
+    pub join: JoinArgs,
+}
+
+pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
+    use base64::Engine;
+    let labels =
+        crate::agent::node::parse_labels(&args.agent.node_labels).map_err(anyhow::Error::msg)?;
+    let cfg = config(data_dir, args.agent)?;
+    let hub = match args.join.hub {
+        None => None,
+        Some(url) => {
+            let key = args.join.hub_signing_key.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("--hub needs the hub's signing key (--hub-signing-key)")
+            })?;
+            let hub_key = base64::engine::general_purpose::STANDARD
+                .decode(key.trim())
+                .map_err(|e| anyhow::anyhow!("--hub-signing-key: not base64: {e}"))?;
+            if hub_key.len() != 32 {
+                anyhow::bail!(
+                    "--hub-signing-key: an ed25519 public key is 32 bytes, not {}",
+                    hub_key.len()
+                );
+            }
+            Some(RemoteHub {
+                connection: Connection {
+                    url,
+                    client_id: format!("edgepod-node-{}", cfg.node_name),
+                    tls: None,
+                    credentials: Some((cfg.node_name.clone(), String::new())),
+                    last_will: None,
+                },
+                cluster: args.join.cluster_name,
+                hub_key,
+            })
+        }
+    };
+    crate::roles::agent::run(cfg, labels, hub)?;
     Ok(())
 }
 

@@ -42,7 +42,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the node agent: static pods from a manifest directory, run through libcontainer.
-    Agent(agent::AgentArgs),
+    Agent(agent::AgentCommand),
     /// Run the hub: the Kubernetes API that kubectl drives, controllers and the binder.
     Hub(up::HubArgs),
     /// Run a hub and a local agent in one process: a one-device cluster.

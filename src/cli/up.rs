@@ -25,6 +25,13 @@ pub struct HubArgs {
         value_name = "SECONDS"
     )]
     pub node_monitor_grace_period: u64,
+    /// The MQTT broker remote agents meet the hub on (`mqtt://HOST:PORT` on a trusted network or
+    /// loopback, `mqtts://HOST:PORT`): an external Mosquitto or EMQX for large fleets.
+    #[arg(long, env = "EDGEPOD_BROKER", value_name = "URL")]
+    pub broker: Option<crate::fleet::mqtt::client::BrokerUrl>,
+    /// The fleet's name in MQTT topics (`edgepod/v1/NAME/…`), so fleets can share a broker.
+    #[arg(long = "cluster-name", default_value = "default", value_name = "NAME")]
+    pub cluster_name: String,
 }
 
 #[derive(Args, Debug)]
@@ -42,7 +49,18 @@ pub struct UpArgs {
 }
 
 fn hub_config(data_dir: &Path, args: HubArgs) -> HubConfig {
+    let fleet = args.broker.map(|url| crate::roles::hub::FleetConfig {
+        connection: crate::fleet::mqtt::client::Connection {
+            url,
+            client_id: format!("edgepod-hub-{}", args.cluster_name),
+            tls: None,
+            credentials: None,
+            last_will: None,
+        },
+        cluster: args.cluster_name.clone(),
+    });
     HubConfig {
+        fleet,
         data_dir: data_dir.to_path_buf(),
         listen: args.listen,
         tls_sans: args.tls_san,

@@ -172,6 +172,27 @@ impl HubSide {
             .map_err(failed)
     }
 
+    /// A heartbeat without a status change (what a Lease renewal is to the kubelet): the node's
+    /// conditions get a fresh lastHeartbeatTime, nothing else changes.
+    pub fn heartbeat(&self, name: &str) -> Result<(), LinkError> {
+        let now = crate::api::time::format(jiff::Timestamp::now());
+        match self.store.update_with("Node", "", name, |node| {
+            if let Some(conds) = node
+                .pointer_mut("/status/conditions")
+                .and_then(Value::as_array_mut)
+            {
+                for c in conds {
+                    c["lastHeartbeatTime"] = Value::String(now.clone());
+                }
+            }
+            Ok::<_, StoreError>(())
+        }) {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound { .. }) => Err(LinkError::NodeUnavailable(name.to_string())),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
     fn record(&self, event: Event) -> Result<(), LinkError> {
         let obj = serde_json::to_value(&event).map_err(|e| LinkError::Failed(e.to_string()))?;
         let ns = event

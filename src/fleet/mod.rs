@@ -49,7 +49,7 @@ pub enum LinkError {
 }
 
 /// A pod as the node knows it: namespace, name and uid (the uid tells a recreated pod apart).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodRef {
     pub namespace: String,
     pub name: String,

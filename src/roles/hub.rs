@@ -20,6 +20,29 @@ pub struct HubConfig {
     pub tls_sans: Vec<String>,
     /// See [`crate::controllers::Context::node_grace`].
     pub node_grace: std::time::Duration,
+    /// The broker remote nodes meet the hub on; `None`: only in-process nodes (`edgepod up`).
+    pub fleet: Option<FleetConfig>,
+}
+
+/// The hub's MQTT connection.
+#[derive(Clone)]
+pub struct FleetConfig {
+    pub connection: crate::fleet::mqtt::client::Connection,
+    pub cluster: String,
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("broker", &self.connection.url.to_string())
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hub's ed25519 key for signing desired state, beside its CA.
+pub fn signing_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki").join("fleet-signing.pk8")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +112,27 @@ impl Hub {
         ctx.metrics = Some(Arc::clone(&self.metrics) as Arc<dyn MetricsSource>);
         crate::controllers::spawn_all(ctx);
         tokio::spawn(crate::scheduler::run(Arc::clone(&self.store)));
+        if let Some(fleet) = &self.cfg.fleet {
+            let key = crate::fleet::mqtt::envelope::load_or_create_key(&signing_key_path(
+                &self.cfg.data_dir,
+            ))
+            .map_err(|e| HubError::Setup(format!("fleet signing key: {e}")))?;
+            let side =
+                crate::fleet::hub::HubSide::new(Arc::clone(&self.store), Arc::clone(&self.metrics));
+            crate::fleet::mqtt::hub::start(
+                crate::fleet::mqtt::hub::HubLinkConfig {
+                    connection: fleet.connection.clone(),
+                    topics: crate::fleet::mqtt::topics::Topics::new(&fleet.cluster),
+                    signer: crate::fleet::mqtt::envelope::Signer::new(key),
+                },
+                Arc::clone(&self.store),
+                side,
+                Arc::clone(&self.registry),
+                Arc::clone(&self.metrics),
+            )
+            .map_err(|e| HubError::Setup(e.to_string()))?;
+            tracing::info!(broker = %fleet.connection.url, cluster = %fleet.cluster, "fleet link over MQTT");
+        }
         tokio::spawn(crate::fleet::hub::dispatch(
             Arc::clone(&self.store),
             Arc::clone(&self.registry),

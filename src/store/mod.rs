@@ -15,6 +15,7 @@
 mod check;
 mod events;
 mod meta;
+mod outbox;
 mod schema;
 mod select;
 mod self_check;
@@ -37,6 +38,7 @@ use serde_json::Value;
 use crate::api::LabelSelector;
 
 pub use events::{EVENT_KIND, MAX_EVENTS, MAX_EVENTS_PER_OBJECT};
+pub use outbox::OutboxRow;
 pub use schema::SCHEMA_VERSION;
 pub use self_check::self_check;
 pub use tx::Tx;

@@ -11,7 +11,7 @@ use super::StoreError;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append only: a shipped migration
 /// is never edited, since boards in the field have already run it.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -70,6 +70,23 @@ CREATE TABLE changes (
 CREATE INDEX changes_kind ON changes (kind, resource_version);
 ALTER TABLE revision ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;
 UPDATE revision SET compacted = value;
+";
+
+/// The fleet link's durable parts on a node: the outbox of reports not yet acknowledged by the
+/// hub (one row per object key: a newer report replaces an unsent older one, and takes a new
+/// `seq`, so an acknowledgement of the old `seq` cannot remove it), and small settings such as
+/// the generation of the last desired state applied. AUTOINCREMENT: a `seq` is never reused,
+/// even after the newest row is acknowledged and deleted.
+const V3: &str = "
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL
+);
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Applies the per-connection settings; `path` only names the file in errors.

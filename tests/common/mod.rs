@@ -4,4 +4,5 @@
 
 pub mod cluster;
 pub mod fixtures;
+pub mod fleet;
 pub mod node;

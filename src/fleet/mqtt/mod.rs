@@ -1,3 +1,16 @@
-//! The MQTT carrier of the fleet link: hub and agents on a broker, embedded ([`broker`]) or
-//! external (Mosquitto, EMQX). The protocol is described in docs/fleet-protocol.md.
+//! The MQTT carrier of the fleet link: hub and agents meet on a broker, embedded ([`broker`]) or
+//! external (Mosquitto, EMQX). docs/fleet-protocol.md describes the protocol.
+//!
+//! Owns: topics ([`topics`]), signed payloads ([`envelope`]), desired-state snapshots and deltas
+//! ([`desired`]), the hub's side ([`hub`]) and the node's side ([`agent`]) of the link, and the
+//! client connection both use ([`client`]). Must not touch: the stores' objects except through
+//! the hub side ([`crate::fleet::hub::HubSide`]) and the agent's desired-pods entry point
+//! ([`crate::agent::api_pods`]).
+pub mod agent;
 pub mod broker;
+pub mod client;
+pub mod desired;
+pub mod envelope;
+pub mod hub;
+pub mod topics;
+pub mod wire;

@@ -1,0 +1,439 @@
+//! The hub's side of the MQTT link: one connection to the broker for the whole fleet.
+//!
+//! Down: each node's desired state, signed ([`super::envelope`]); a full snapshot (retained, so a
+//! node that lost everything gets it on subscribing) when the node's state is unknown, otherwise a
+//! delta against the generation sent last. The node reports the generation it applied; a report
+//! outside the chain of generations sent since the last snapshot, or a node asking for one, gets
+//! a new snapshot. Up: outbox batches, applied to the hub's store in arrival order and then
+//! acknowledged by sequence number; presence (Last Will) connects and disconnects nodes in the
+//! [`NodeRegistry`]; heartbeats and usage samples.
+//!
+//! Owns: the per-node link state (what was sent, what was applied). Must not touch: the store
+//! except through [`HubSide`], and the broker's sessions (a lost broker session only means the
+//! retained snapshots are republished).
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Event, Node, NodeStatus, Pod, PodStatus};
+use rumqttc::{AsyncClient, Event as MqttEvent, Packet, Publish, QoS};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::client::{Backoff, Connection};
+use super::envelope::Signer;
+use super::topics::{self, Topics};
+use super::{desired, wire};
+use crate::fleet::hub::HubSide;
+use crate::fleet::metrics::MetricsRegistry;
+use crate::fleet::{
+    ByteReader, DesiredState, Duplex, ExecRequest, ExecSession, HubLink, LinkError, LogRequest,
+    NodeLink, NodeRegistry, PodRef,
+};
+use crate::store::Store;
+
+/// Generations remembered per node since its last snapshot (older ones force a snapshot).
+const CHAIN: usize = 256;
+
+pub struct HubLinkConfig {
+    pub connection: Connection,
+    pub topics: Topics,
+    pub signer: Signer,
+}
+
+#[derive(Default)]
+struct NodeState {
+    /// The generation and state sent last.
+    sent: Option<(u64, DesiredState)>,
+    /// Generations sent since (and including) the last full snapshot, oldest first.
+    chain: Vec<u64>,
+    /// The generation the node last said it applied.
+    applied: Option<u64>,
+    need_full: bool,
+}
+
+struct Inner {
+    client: AsyncClient,
+    topics: Topics,
+    signer: Signer,
+    store: Arc<Store>,
+    side: Arc<HubSide>,
+    registry: Arc<NodeRegistry>,
+    metrics: Arc<MetricsRegistry>,
+    nodes: Mutex<HashMap<String, NodeState>>,
+    online: AtomicBool,
+}
+
+/// The running hub side; dropping it does not stop the connection (it lives as long as the
+/// process).
+pub struct MqttHub {
+    inner: Arc<Inner>,
+}
+
+pub fn start(
+    cfg: HubLinkConfig,
+    store: Arc<Store>,
+    side: Arc<HubSide>,
+    registry: Arc<NodeRegistry>,
+    metrics: Arc<MetricsRegistry>,
+) -> Result<MqttHub, LinkError> {
+    let mut connection = cfg.connection.clone();
+    connection.last_will = Some((cfg.topics.hub_presence(), br#"{"online":false}"#.to_vec()));
+    let options = connection.options()?;
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let inner = Arc::new(Inner {
+        client,
+        topics: cfg.topics,
+        signer: cfg.signer,
+        store,
+        side,
+        registry,
+        metrics,
+        nodes: Mutex::new(HashMap::new()),
+        online: AtomicBool::new(false),
+    });
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(drive(Arc::clone(&inner), eventloop, tx));
+    tokio::spawn(process(Arc::clone(&inner), rx));
+    Ok(MqttHub { inner })
+}
+
+impl MqttHub {
+    /// Whether the hub is connected to the broker now.
+    pub fn online(&self) -> bool {
+        self.inner.online.load(Ordering::SeqCst)
+    }
+}
+
+async fn drive(
+    inner: Arc<Inner>,
+    mut eventloop: rumqttc::EventLoop,
+    tx: tokio::sync::mpsc::UnboundedSender<Publish>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "hub connected to the broker"
+                );
+                inner.online.store(true, Ordering::SeqCst);
+                if !ack.session_present {
+                    // The broker lost its state (restarted without persistence): retained
+                    // snapshots are gone too. Send every node a full one again.
+                    if let Ok(mut nodes) = inner.nodes.lock() {
+                        for st in nodes.values_mut() {
+                            st.need_full = true;
+                        }
+                    }
+                }
+                let c = inner.client.clone();
+                let filter = inner.topics.all_outboxes();
+                let presence = inner.topics.hub_presence();
+                let resubscribe = !ack.session_present;
+                let registry = Arc::clone(&inner.registry);
+                let hub = Arc::clone(&inner);
+                tokio::spawn(async move {
+                    if resubscribe {
+                        let _ = c.subscribe(filter, QoS::AtLeastOnce).await;
+                    }
+                    let _ = c
+                        .publish(
+                            presence,
+                            QoS::AtLeastOnce,
+                            true,
+                            br#"{"online":true}"#.to_vec(),
+                        )
+                        .await;
+                    // Wake the dispatcher so nodes waiting for a snapshot get one now.
+                    for node in registry.nodes() {
+                        registry.connect(&node, node_link(&hub, &node));
+                    }
+                });
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                let _ = tx.send(p);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if inner.online.swap(false, Ordering::SeqCst) {
+                    tracing::warn!("hub lost the broker: {e}");
+                } else {
+                    tracing::debug!("broker unreachable: {e}");
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+fn node_link(inner: &Arc<Inner>, node: &str) -> Arc<dyn NodeLink> {
+    Arc::new(MqttNode {
+        inner: Arc::clone(inner),
+        node: node.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct Presence {
+    online: bool,
+}
+
+/// Handles what nodes send, one message at a time: a node's reports are applied in its order.
+async fn process(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Publish>) {
+    while let Some(p) = rx.recv().await {
+        let Some((node, what)) = inner.topics.parse_from_node(&p.topic) else {
+            continue;
+        };
+        let node = node.to_string();
+        match what {
+            topics::PRESENCE => match serde_json::from_slice::<Presence>(&p.payload) {
+                Ok(Presence { online: true }) => {
+                    tracing::info!(node = %node, "node online");
+                    inner.registry.connect(&node, node_link(&inner, &node));
+                }
+                Ok(Presence { online: false }) => {
+                    tracing::info!(node = %node, "node offline");
+                    inner.registry.disconnect(&node);
+                }
+                Err(_) => tracing::warn!(node = %node, "ignoring a malformed presence message"),
+            },
+            topics::STATUS => {
+                if inner.registry.get(&node).is_err() {
+                    inner.registry.connect(&node, node_link(&inner, &node));
+                }
+                status(&inner, &node, &p.payload).await;
+            }
+            topics::HEARTBEAT => {
+                let side = Arc::clone(&inner.side);
+                let n = node.clone();
+                let r = tokio::task::spawn_blocking(move || side.heartbeat(&n)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::debug!(node = %node, "heartbeat: {e}");
+                }
+            }
+            topics::METRICS => {
+                if let Some(report) = serde_json::from_slice::<wire::Metrics>(&p.payload)
+                    .ok()
+                    .filter(|m| m.node == node)
+                    .and_then(wire::Metrics::into_report)
+                {
+                    inner.metrics.record(report);
+                }
+            }
+            _ => tracing::debug!(node = %node, topic = %p.topic, "ignoring an unknown topic"),
+        }
+    }
+}
+
+async fn status(inner: &Arc<Inner>, node: &str, payload: &[u8]) {
+    let batch = match wire::decode_status(payload) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(node = %node, "ignoring a status message: {e}");
+            return;
+        }
+    };
+    if batch.node != node {
+        tracing::warn!(node = %node, claimed = %batch.node, "ignoring a status message for another node");
+        return;
+    }
+    let mut done = Vec::new();
+    for record in batch.records {
+        match apply_report(inner, node, record.report).await {
+            Ok(()) => done.push(record.seq),
+            // Kept in the node's outbox and sent again: the store may be busy now.
+            Err(Retry(e)) => {
+                tracing::warn!(node = %node, seq = record.seq, "report not applied: {e}")
+            }
+        }
+    }
+    if done.is_empty() {
+        return;
+    }
+    let topic = inner.topics.to_node(node, topics::ACK);
+    let ack = serde_json::to_vec(&wire::Ack { seqs: done }).unwrap_or_default();
+    let _ = inner
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, ack)
+        .await;
+}
+
+struct Retry(String);
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum Report {
+    Register {
+        node: Box<Node>,
+    },
+    NodeStatus {
+        status: Box<NodeStatus>,
+    },
+    PodStatus {
+        pod: PodRef,
+        status: Box<PodStatus>,
+    },
+    PodGone {
+        pod: PodRef,
+    },
+    MirrorPod {
+        pod: Box<Pod>,
+    },
+    Event {
+        event: Box<Event>,
+    },
+    Applied {
+        generation: u64,
+        #[serde(default, rename = "needFull")]
+        need_full: bool,
+    },
+}
+
+async fn apply_report(inner: &Arc<Inner>, node: &str, report: Value) -> Result<(), Retry> {
+    let report: Report = match serde_json::from_value(report) {
+        Ok(r) => r,
+        Err(e) => {
+            // Acknowledged anyway: sending it again would not make it readable.
+            tracing::warn!(node = %node, "dropping an unreadable report: {e}");
+            return Ok(());
+        }
+    };
+    let side = Arc::clone(&inner.side);
+    let result = match report {
+        Report::Register { node: n } => {
+            if n.metadata.name.as_deref() != Some(node) {
+                tracing::warn!(node = %node, "dropping a registration for another node");
+                return Ok(());
+            }
+            side.register_node(*n).await
+        }
+        Report::NodeStatus { status, .. } => side.node_status(node.to_string(), *status).await,
+        Report::PodStatus { pod, status } => side.pod_status(pod, *status).await,
+        Report::PodGone { pod } => side.pod_gone(pod).await,
+        Report::MirrorPod { pod } => side.mirror_pod(*pod).await,
+        Report::Event { event } => side.event(*event).await,
+        Report::Applied {
+            generation,
+            need_full,
+        } => {
+            applied(inner, node, generation, need_full).await;
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        // The Node was deleted through the API: the node registers again (its next report).
+        Err(LinkError::NodeUnavailable(_)) => Ok(()),
+        Err(LinkError::Failed(e)) => Err(Retry(e)),
+        Err(e) => {
+            tracing::debug!(node = %node, "report: {e}");
+            Ok(())
+        }
+    }
+}
+
+async fn applied(inner: &Arc<Inner>, node: &str, generation: u64, need_full: bool) {
+    let resend = {
+        let Ok(mut nodes) = inner.nodes.lock() else {
+            return;
+        };
+        let st = nodes.entry(node.to_string()).or_default();
+        st.applied = Some(generation);
+        let stale = !st.chain.is_empty() && !st.chain.contains(&generation);
+        if need_full || stale {
+            st.need_full = true;
+        }
+        st.need_full
+            .then(|| st.sent.as_ref().map(|(_, s)| s.clone()))
+            .flatten()
+    };
+    if let Some(state) = resend {
+        let _ = send(inner, node, state).await;
+    }
+}
+
+/// Sends `node` its desired `state`: nothing when it already has it, a delta when the chain
+/// allows, otherwise a full snapshot.
+async fn send(inner: &Arc<Inner>, node: &str, state: DesiredState) -> Result<(), LinkError> {
+    let rv = inner.store.current_resource_version().unwrap_or(0);
+    let (topic, body, retain) = {
+        let mut nodes = inner
+            .nodes
+            .lock()
+            .map_err(|_| LinkError::Failed("link state poisoned".into()))?;
+        let st = nodes.entry(node.to_string()).or_default();
+        if !st.need_full && st.sent.as_ref().is_some_and(|(_, s)| *s == state) {
+            return Ok(());
+        }
+        let last = st.sent.as_ref().map(|(g, _)| *g).unwrap_or(0);
+        let generation = rv.max(last + 1).max(st.applied.unwrap_or(0) + 1);
+        let msg = match &st.sent {
+            Some((base, old)) if !st.need_full => {
+                desired::delta(node, *base, old, generation, &state)
+            }
+            _ => desired::full(node, generation, &state),
+        };
+        let full = msg.base.is_none();
+        let body = serde_json::to_vec(&msg).map_err(|e| LinkError::Failed(e.to_string()))?;
+        if full {
+            st.chain.clear();
+        }
+        st.chain.push(generation);
+        if st.chain.len() > CHAIN {
+            // Beyond this many deltas a node reporting an old generation gets a snapshot.
+            st.chain.remove(0);
+        }
+        st.sent = Some((generation, state));
+        st.need_full = false;
+        let what = if full { topics::DESIRED } else { topics::DELTA };
+        (inner.topics.to_node(node, what), body, full)
+    };
+    let payload = inner.signer.seal(&topic, &body);
+    tracing::debug!(node = %node, topic = %topic, bytes = payload.len(), "sending desired state");
+    inner
+        .client
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .map_err(|e| LinkError::Failed(format!("publishing desired state: {e}")))
+}
+
+/// A node reached over MQTT.
+struct MqttNode {
+    inner: Arc<Inner>,
+    node: String,
+}
+
+fn no_streams<T: Send + 'static>(node: &str) -> BoxFuture<'static, Result<T, LinkError>> {
+    let msg = format!(
+        "node {node} is reached over MQTT, which does not carry logs, exec or port-forward yet"
+    );
+    Box::pin(async move { Err(LinkError::BadRequest(msg)) })
+}
+
+impl NodeLink for MqttNode {
+    fn desired(&self, state: DesiredState) -> BoxFuture<'static, Result<(), LinkError>> {
+        let inner = Arc::clone(&self.inner);
+        let node = self.node.clone();
+        Box::pin(async move { send(&inner, &node, state).await })
+    }
+
+    fn logs(&self, _req: LogRequest) -> BoxFuture<'static, Result<ByteReader, LinkError>> {
+        no_streams(&self.node)
+    }
+
+    fn exec(&self, _req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>> {
+        no_streams(&self.node)
+    }
+
+    fn port_forward(
+        &self,
+        _pod: PodRef,
+        _port: u16,
+    ) -> BoxFuture<'static, Result<Box<dyn Duplex>, LinkError>> {
+        no_streams(&self.node)
+    }
+}

@@ -1,0 +1,71 @@
+//! `edgepod agent`: the node agent alone (static pods only) or joined to a hub over MQTT.
+//!
+//! The kubelet loop runs on its own thread exactly as without a hub; the fleet link (reports out
+//! through the outbox, desired state in) runs beside it on a small tokio runtime, over the same
+//! store file. Losing the hub therefore changes nothing for what runs here.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::{self, AgentConfig, AgentError};
+use crate::fleet::mqtt::agent::AgentLinkConfig;
+use crate::fleet::mqtt::client::Connection;
+use crate::fleet::mqtt::topics::Topics;
+use crate::store::Store;
+
+/// How this agent reaches its hub.
+pub struct RemoteHub {
+    pub connection: Connection,
+    pub cluster: String,
+    /// The hub's ed25519 public key.
+    pub hub_key: Vec<u8>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT; with `hub`, joined to that hub's fleet.
+pub fn run(
+    cfg: AgentConfig,
+    labels: BTreeMap<String, String>,
+    hub: Option<RemoteHub>,
+) -> Result<(), AgentError> {
+    let Some(hub) = hub else {
+        return agent::run(cfg);
+    };
+    agent::install_stop_signals()?;
+    let store = Arc::new(Store::open_in(&cfg.data_dir).map_err(Box::new)?);
+    let node = cfg.node_name.clone();
+    let report = agent::report::ReportConfig {
+        heartbeat: cfg.node_status_update_frequency,
+        node_name: node.clone(),
+        node_labels: labels,
+        data_dir: cfg.data_dir.clone(),
+    };
+    let kubelet = std::thread::Builder::new()
+        .name("kubelet".into())
+        .spawn(move || agent::run(cfg))
+        .map_err(|e| AgentError::Other(format!("starting the agent: {e}")))?;
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::Other(format!("tokio: {e}")))?;
+    let linked: Result<(), AgentError> = tokio_rt.block_on(async move {
+        let link = crate::fleet::mqtt::agent::start(
+            AgentLinkConfig {
+                connection: hub.connection,
+                topics: Topics::new(&hub.cluster),
+                node,
+                hub_key: hub.hub_key,
+            },
+            Arc::clone(&store),
+        )
+        .map_err(|e| AgentError::Other(e.to_string()))?;
+        tokio::spawn(agent::report::run(store, Arc::new(link), report));
+        crate::roles::up::stop_signal().await;
+        Ok(())
+    });
+    tokio_rt.shutdown_timeout(Duration::from_secs(2));
+    let ran = kubelet
+        .join()
+        .map_err(|_| AgentError::Other("the agent thread panicked".into()))?;
+    linked.and(ran)
+}

@@ -1,0 +1,236 @@
+//! The fleet link over a real Mosquitto: `edgepod hub --broker` and standalone agents joined
+//! with `--hub`, driven by stock kubectl; faults injected with the broker's own tools.
+mod common;
+
+use std::time::Duration;
+
+use common::fleet::Fleet;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: [sleep, '3600']
+";
+
+const DAEMONSET: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: ds}
+  template:
+    metadata:
+      labels: {app: ds}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: [sleep, '3600']
+";
+
+fn pinned_pod(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: pinned}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: [sleep, '3600']
+"
+    )
+}
+
+fn all_running(pods: &[String], n: usize) -> bool {
+    pods.len() == n && pods.iter().all(|p| p.contains("=Running@"))
+}
+
+#[test]
+fn workloads_spread_over_mqtt_and_converge_after_a_broker_outage() {
+    let mut fleet = Fleet::start(&["n1:disk=ssd", "n2", "n3"], &[]);
+
+    fleet.apply_yaml(DEPLOYMENT);
+    fleet.apply_yaml(DAEMONSET);
+    fleet.wait_for("the Deployment's pods Running", 90, || {
+        all_running(&fleet.pods("app=web"), 2).then_some(())
+    });
+    let ds = fleet.wait_for("one DaemonSet pod Running per node", 90, || {
+        let p = fleet.pods("app=ds");
+        all_running(&p, 3).then_some(p)
+    });
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(
+            ds.iter().filter(|p| p.ends_with(&format!("@{n}"))).count(),
+            1,
+            "{ds:?}"
+        );
+    }
+
+    // The broker goes away; the API keeps taking changes, and nodes keep running.
+    fleet.broker.kill();
+    fleet.apply_yaml(&pinned_pod("while-down", "n2"));
+    let victim = fleet.pods("app=web")[0]
+        .split('=')
+        .next()
+        .unwrap()
+        .to_string();
+    fleet.ok(&["delete", "pod", &victim, "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        fleet
+            .agents
+            .iter()
+            .all(|a| a.local_pods().contains("agent-"))
+    );
+
+    // Back (without its sessions or retained messages): everything converges.
+    fleet.broker.restart();
+    fleet.wait_for(
+        "the pod created while the broker was down Running",
+        90,
+        || all_running(&fleet.pods("app=pinned"), 1).then_some(()),
+    );
+    let web = fleet.wait_for("the Deployment back at 2 Running pods", 90, || {
+        let p = fleet.pods("app=web");
+        all_running(&p, 2).then_some(p)
+    });
+    assert!(web.iter().all(|p| !p.starts_with(&victim)), "{web:?}");
+    fleet.wait_for("the deleted pod gone from its node", 60, || {
+        fleet
+            .agents
+            .iter()
+            .all(|a| !a.local_pods().contains(&victim))
+            .then_some(())
+    });
+    // No duplicates: every node runs exactly what the hub says it does.
+    for a in &fleet.agents {
+        let local = a.local_pods();
+        let hub = fleet.try_out(&[
+            "get",
+            "pods",
+            "--field-selector",
+            &format!("spec.nodeName={}", a.name),
+            "-o",
+            "name",
+        ]);
+        for line in hub.lines() {
+            let name = line.trim_start_matches("pod/");
+            assert_eq!(local.matches(name).count(), 1, "{}: {local}", a.name);
+        }
+    }
+    let _ = &mut fleet;
+}
+
+#[test]
+fn unsigned_garbage_and_replayed_snapshots_leave_a_node_untouched() {
+    let fleet = Fleet::start(&["n1"], &[]);
+    fleet.apply_yaml(&pinned_pod("first", "n1"));
+    fleet.wait_for("first Running", 60, || {
+        all_running(&fleet.pods("app=pinned"), 1).then_some(())
+    });
+    let topic = "edgepod/v1/default/nodes/n1/in/desired";
+    let old = fleet.dir.path().join("old-snapshot");
+    std::fs::write(&old, fleet.broker.retained(topic)).unwrap();
+    assert!(
+        std::fs::metadata(&old).unwrap().len() > 64,
+        "a signed snapshot is retained"
+    );
+
+    fleet.apply_yaml(&pinned_pod("second", "n1"));
+    fleet.wait_for("both Running", 60, || {
+        all_running(&fleet.pods("app=pinned"), 2).then_some(())
+    });
+
+    let garbage = fleet.dir.path().join("garbage");
+    std::fs::write(&garbage, b"{\"pods\": []}").unwrap();
+    fleet.broker.publish_file(topic, &garbage, false);
+    fleet
+        .broker
+        .publish_file("edgepod/v1/default/nodes/n1/in/delta", &garbage, false);
+    // A validly signed but older snapshot (it lacks `second`).
+    fleet.broker.publish_file(topic, &old, false);
+    let a = &fleet.agents[0];
+    fleet.wait_for("the agent to log the refusals", 30, || {
+        let log = a.log();
+        (log.matches("refused desired state").count() >= 2
+            && log.contains("not newer than what is applied"))
+        .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        all_running(&fleet.pods("app=pinned"), 2),
+        "{:?}",
+        fleet.pods("app=pinned")
+    );
+    let local = a.local_pods();
+    assert!(
+        local.contains("first") && local.contains("second"),
+        "{local}"
+    );
+}
+
+#[test]
+fn a_node_offline_past_the_grace_period_turns_unknown_and_comes_back() {
+    let mut fleet = Fleet::start(&["n1", "n2"], &["--node-monitor-grace-period", "6"]);
+    fleet.agent("n2").kill();
+    fleet.wait_node_ready("n2", "Unknown", 60);
+    let taints = fleet.ok(&["get", "node", "n2", "-o", "jsonpath={.spec.taints[*].key}"]);
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    fleet.wait_node_ready("n1", "True", 5);
+    fleet.agent("n2").start();
+    fleet.wait_node_ready("n2", "True", 60);
+}
+
+#[test]
+fn a_killed_hub_comes_back_and_the_fleet_converges() {
+    let mut fleet = Fleet::start(&["n1"], &[]);
+    fleet.apply_yaml(&pinned_pod("before", "n1"));
+    fleet.wait_for("before Running", 60, || {
+        all_running(&fleet.pods("app=pinned"), 1).then_some(())
+    });
+    fleet.kill_hub();
+    // The agent restarts too while the hub is away; it runs from its own store.
+    fleet.agent("n1").kill();
+    fleet.agent("n1").start();
+    fleet.wait_for("the node's own store still running `before`", 30, || {
+        fleet.agents[0]
+            .local_pods()
+            .contains("Running")
+            .then_some(())
+    });
+    fleet.restart_hub();
+    fleet.wait_for("the API back", 30, || {
+        fleet
+            .kubectl(&["get", "nodes"])
+            .status
+            .success()
+            .then_some(())
+    });
+    fleet.apply_yaml(&pinned_pod("after", "n1"));
+    fleet.wait_for("before and after Running", 90, || {
+        all_running(&fleet.pods("app=pinned"), 2).then_some(())
+    });
+}
