@@ -57,6 +57,15 @@ pub enum BenchCommand {
         #[arg(long)]
         exec: bool,
     },
+    /// The fleet link at scale: a hub on Mosquitto and N simulated nodes with real MQTT
+    /// connections; DaemonSet convergence, hub CPU and memory, traffic per node.
+    Fleet {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Seconds of idle traffic measured after convergence.
+        #[arg(long, default_value_t = 30)]
+        idle_seconds: u64,
+    },
     /// Agent memory with N idle pods.
     Memory {
         #[arg(long)]
@@ -70,6 +79,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Api { pods, watchers } => super::bench_api::run(pods, watchers),
         BenchCommand::Scheduler { nodes, pods } => super::bench_scheduler::run(nodes, pods),
+        BenchCommand::Fleet {
+            nodes,
+            idle_seconds,
+        } => super::bench_fleet::run(nodes, idle_seconds),
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
         BenchCommand::Probes {

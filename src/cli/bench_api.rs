@@ -13,15 +13,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+pub(super) type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A keep-alive HTTPS connection speaking just enough HTTP/1.1 for the API.
-struct Client {
+pub(super) struct Client {
     stream: BufReader<Tls>,
     token: String,
 }
 
-fn tls_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub(super) fn tls_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).with_context(|| ca.display().to_string())? {
         roots.add(cert?)?;
@@ -36,7 +36,7 @@ fn tls_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 }
 
 impl Client {
-    fn connect(
+    pub(super) fn connect(
         port: u16,
         config: &Arc<rustls::ClientConfig>,
         token: &str,
@@ -104,7 +104,7 @@ impl Client {
         Ok(buf)
     }
 
-    fn request(
+    pub(super) fn request(
         &mut self,
         method: &str,
         path: &str,
@@ -157,7 +157,7 @@ fn pod(i: usize) -> Value {
     })
 }
 
-fn memory_kib(pid: u32) -> (u64, u64) {
+pub(super) fn memory_kib(pid: u32) -> (u64, u64) {
     let field = |file: &str, key: &str| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/{file}"))
             .ok()

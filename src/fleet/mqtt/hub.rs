@@ -358,8 +358,15 @@ async fn applied(inner: &Arc<Inner>, node: &str, generation: u64, need_full: boo
 
 /// Sends `node` its desired `state`: nothing when it already has it, a delta when the chain
 /// allows, otherwise a full snapshot.
-async fn send(inner: &Arc<Inner>, node: &str, state: DesiredState) -> Result<(), LinkError> {
+async fn send(inner: &Arc<Inner>, node: &str, mut state: DesiredState) -> Result<(), LinkError> {
     let rv = inner.store.current_resource_version().unwrap_or(0);
+    // What a node needs of its pods is what it cannot know itself: the status it reports and
+    // the hub's bookkeeping would otherwise send every pod back after each status report.
+    for pod in &mut state.pods {
+        pod.status = None;
+        pod.metadata.resource_version = None;
+        pod.metadata.managed_fields = None;
+    }
     let (topic, body, retain) = {
         let mut nodes = inner
             .nodes
