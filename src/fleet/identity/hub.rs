@@ -62,6 +62,8 @@ impl std::fmt::Debug for JoinResponse {
 /// and the old one stays valid until it expires, as k3s lets a node re-register.
 pub fn admit(data_dir: &Path, req: &JoinRequest) -> Result<JoinResponse, IdentityError> {
     super::validate_node_name(&req.node_name)?;
+    // Before the lock: making the key on first use takes the same lock.
+    let signing = super::signing::fleet_signing_key(data_dir)?;
     let _guard = super::lock(data_dir)?;
     let record = super::token::check(data_dir, &req.secret, jiff::Timestamp::now())?;
     let nodes = super::nodes::load(data_dir)?;
@@ -73,7 +75,6 @@ pub fn admit(data_dir: &Path, req: &JoinRequest) -> Result<JoinResponse, Identit
         return Err(IdentityError::Revoked(req.node_name.clone()));
     }
     let issued = crate::apiserver::tls::issue_client(data_dir, &req.node_name, &[NODES_GROUP])?;
-    let signing = super::signing::fleet_signing_key(data_dir)?;
     let nodes = super::nodes::record_join(data_dir, &req.node_name)?;
     if let Err(e) = super::mosquitto::refresh_acl(data_dir, &nodes) {
         // The node is admitted either way; the operator sees why the broker refuses it.
@@ -147,4 +148,60 @@ pub(super) fn client_config(
         .with_client_auth_cert(chain, key)
         .map_err(|e| bad("the client certificate", &e))?;
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::identity::token;
+
+    #[test]
+    fn admits_with_a_token_and_refuses_revoked_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, text) = token::create(
+            dir.path(),
+            token::NewToken {
+                api: "https://127.0.0.1:6443".into(),
+                broker: "mqtts://127.0.0.1:8883".into(),
+                ca_fingerprint: "ab".repeat(32),
+                cluster: "c1".into(),
+                ttl: None,
+                description: String::new(),
+            },
+        )
+        .expect("token");
+        let secret = crate::fleet::identity::JoinToken::decode(&text)
+            .expect("decode")
+            .secret;
+        let req = |name: &str| JoinRequest {
+            secret: secret.clone(),
+            node_name: name.into(),
+        };
+        let answer = admit(dir.path(), &req("pi-2")).expect("admitted");
+        assert_eq!(answer.cluster, "c1");
+        assert_eq!(answer.broker, "mqtts://127.0.0.1:8883");
+        assert!(answer.certificate.contains("BEGIN CERTIFICATE"));
+        assert!(client_config(&answer.ca, &answer.certificate, &answer.key).is_ok());
+        assert!(matches!(
+            admit(dir.path(), &req("Bad_Name")),
+            Err(IdentityError::InvalidNodeName { .. })
+        ));
+        crate::fleet::identity::nodes::revoke(dir.path(), "pi-2").expect("revoke");
+        assert!(matches!(
+            admit(dir.path(), &req("pi-2")),
+            Err(IdentityError::Revoked(_))
+        ));
+        let wrong = JoinRequest {
+            secret: "nope".into(),
+            node_name: "pi-3".into(),
+        };
+        assert!(matches!(
+            admit(dir.path(), &wrong),
+            Err(IdentityError::UnknownToken)
+        ));
+        let hub = hub_client_identity(dir.path()).expect("hub identity");
+        let again = hub_client_identity(dir.path()).expect("reused");
+        assert_eq!(hub.cert_pem, again.cert_pem);
+        broker_server_config(dir.path(), &[]).expect("broker config");
+    }
 }
