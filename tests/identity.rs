@@ -160,6 +160,28 @@ fn join_tokens_issue_identities_and_refuse_what_they_must() {
     id.client_tls_config()
         .expect("a usable TLS client identity");
 
+    // /cacerts needs no credentials (as k3s serves it); the rest of the API still does.
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}"])
+            .arg(format!("{}{path}", decoded.api))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        curl("/cacerts").starts_with(&id.ca_pem),
+        "{}",
+        curl("/cacerts")
+    );
+    assert!(curl("/cacerts").ends_with("\n200"));
+    assert!(curl("/api/v1/nodes").ends_with("\n401"));
+    assert!(
+        curl("/v1-edgepod/join").ends_with("\n405"),
+        "{}",
+        curl("/v1-edgepod/join")
+    );
+
     // A token whose fingerprint is not the hub's CA: refused before anything is sent.
     let mut forged = decoded.clone();
     forged.ca = "0".repeat(64);
