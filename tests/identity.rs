@@ -217,6 +217,12 @@ fn join_tokens_issue_identities_and_refuse_what_they_must() {
     let out = join(other.path(), &token, "pi-3");
     assert!(out.status.success(), "{}", stderr(&out));
 
+    let out = hub.edgepod(&["hub", "node", "list"]);
+    let nodes = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |n: &str| nodes.lines().find(|l| l.starts_with(n)).map(str::to_string);
+    assert!(line("pi-2 ").is_some_and(|l| !l.ends_with(" -")), "{nodes}");
+    assert!(line("pi-3 ").is_some_and(|l| l.ends_with(" -")), "{nodes}");
+
     // List and delete.
     let out = hub.edgepod(&["hub", "token", "list"]);
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();

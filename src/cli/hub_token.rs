@@ -61,6 +61,8 @@ pub enum TokenCommand {
 pub enum NodeCommand {
     /// Refuse NAME from now on: no new certificate, no access in the broker's ACL.
     Revoke { name: String },
+    /// The nodes that joined with a token, and those revoked.
+    List,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +130,16 @@ pub fn run(data_dir: &Path, cmd: HubCommand) -> anyhow::Result<()> {
                 println!("node {name} revoked");
             } else {
                 println!("node {name} was already revoked");
+            }
+            Ok(())
+        }
+        HubCommand::Node(NodeCommand::List) => {
+            let file = identity::nodes::load(data_dir)?;
+            println!("{:<32}{:<34}REVOKED", "NAME", "JOINED");
+            for (name, n) in &file.nodes {
+                let joined = n.joined.as_deref().unwrap_or("-");
+                let revoked = n.revoked.as_deref().unwrap_or("-");
+                println!("{name:<32}{joined:<34}{revoked}");
             }
             Ok(())
         }
@@ -225,4 +237,40 @@ pub fn join(data_dir: &Path, args: JoinArgs) -> anyhow::Result<()> {
         id.cluster, id.node_name, id.broker_url
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn hub_flags_and_subcommands_parse() {
+        use clap::Parser;
+        super::super::Cli::command().debug_assert();
+        let cli = super::super::Cli::try_parse_from([
+            "edgepod",
+            "hub",
+            "token",
+            "create",
+            "--ttl",
+            "0",
+            "--cluster",
+            "c1",
+        ])
+        .expect("token create");
+        assert!(matches!(
+            cli.command,
+            super::super::Command::Hub(super::HubCli {
+                command: Some(_),
+                ..
+            })
+        ));
+        let cli =
+            super::super::Cli::try_parse_from(["edgepod", "hub", "--listen", "127.0.0.1:7443"])
+                .expect("hub flags");
+        assert!(matches!(
+            cli.command,
+            super::super::Command::Hub(super::HubCli { command: None, .. })
+        ));
+    }
 }
