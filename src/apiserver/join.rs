@@ -53,7 +53,11 @@ async fn join(State(data_dir): State<Arc<PathBuf>>, body: Bytes) -> Response {
     let error = match result {
         Ok(Ok(answer)) => return axum::Json(answer).into_response(),
         Ok(Err(e)) => e,
-        Err(e) => IdentityError::Invalid(format!("join task: {e}")),
+        Err(e) => {
+            tracing::error!(error = %e, node = %name, "join task");
+            return ApiError::internal("the hub could not complete the join; see its log")
+                .into_response();
+        }
     };
     tracing::info!(node = %name, error = %error, "join refused");
     match error {
