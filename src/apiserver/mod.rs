@@ -18,6 +18,7 @@ pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod error;
+pub mod join;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod openapi;

@@ -15,7 +15,10 @@ mod kubectl_test;
 
 use std::path::{Path, PathBuf};
 
-pub use pki::{Pki, RENEW_BEFORE, load_or_create};
+pub use pki::{
+    BrokerCert, CLIENT_LIFETIME, Issued, Pki, RENEW_BEFORE, broker_certificate, ca_certificate,
+    issue_client, load_or_create, load_or_issue_client,
+};
 pub use serve::{DRAIN_TIMEOUT, HANDSHAKE_TIMEOUT, serve};
 
 #[derive(Debug, thiserror::Error)]

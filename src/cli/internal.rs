@@ -75,6 +75,8 @@ pub enum InternalCommand {
         #[arg(long)]
         ns_file: PathBuf,
     },
+    /// Join a fleet with a token and save the node identity (what `agent --token` does first).
+    Join(super::hub_token::JoinArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +149,8 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
         InternalCommand::Pause { ns_file } => {
             ExitCode::from(crate::runtime::sandbox::pause_main(&ns_file) as u8)
         }
+        // Dispatched in `cli::main`, where errors become messages.
+        InternalCommand::Join(_) => ExitCode::FAILURE,
     }
 }
 

@@ -8,6 +8,7 @@ mod bench_fleet;
 mod bench_scheduler;
 mod describe;
 mod get;
+mod hub_token;
 mod image;
 mod internal;
 mod kubeconfig;
@@ -45,7 +46,7 @@ pub enum Command {
     /// Run the node agent: static pods from a manifest directory, run through libcontainer.
     Agent(agent::AgentCommand),
     /// Run the hub: the Kubernetes API that kubectl drives, controllers and the binder.
-    Hub(up::HubArgs),
+    Hub(hub_token::HubCli),
     /// Run a hub and a local agent in one process: a one-device cluster.
     Up(up::UpArgs),
     /// Print the admin kubeconfig the hub wrote (`DATA_DIR/kubeconfig`).
@@ -75,7 +76,10 @@ pub fn main() -> ExitCode {
     init_tracing(&cli.command);
     let result = match cli.command {
         Command::Agent(args) => agent::run(&cli.data_dir, args),
-        Command::Hub(args) => up::run_hub(&cli.data_dir, args),
+        Command::Hub(hub) => match hub.command {
+            Some(cmd) => hub_token::run(&cli.data_dir, cmd),
+            None => up::run_hub(&cli.data_dir, hub.args),
+        },
         Command::Up(args) => up::run_up(&cli.data_dir, args),
         Command::Kubeconfig => kubeconfig::run(&cli.data_dir),
         Command::Get(args) => get::run(&cli.data_dir, args),
@@ -84,6 +88,9 @@ pub fn main() -> ExitCode {
         Command::Image(cmd) => image::run(&cli.data_dir, cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Debug(cmd) => internal::debug(&cli.data_dir, cmd),
+        Command::Internal(internal::InternalCommand::Join(args)) => {
+            hub_token::join(&cli.data_dir, args)
+        }
         Command::Internal(cmd) => return internal::run(cmd),
     };
     match result {

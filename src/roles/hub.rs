@@ -195,10 +195,13 @@ async fn serve(
     )
     .map_err(|e| HubError::Setup(e.to_string()))?;
     tracing::info!(kubeconfig = %path.display(), ca_sha256 = %pki.ca_fingerprint_sha256, "admin kubeconfig written");
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        tokens,
-        auth::middleware,
-    ));
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::middleware,
+        ))
+        // After the layer: the join token, not a bearer token, authenticates these.
+        .merge(crate::apiserver::join::router(data_dir.to_path_buf()));
     tls::serve(listener, Some(pki.server_config), app, shutdown).await;
     Ok(())
 }

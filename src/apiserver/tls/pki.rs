@@ -94,13 +94,15 @@ fn load_or_create_at(
 
     let ca = load_or_create_ca(&paths, now, &provider)?;
 
-    let (server_config, renewed) = match reuse_server(&paths, &ca, &sans, now, &provider) {
-        Ok(config) => (config, false),
+    let ((cert, key), renewed) = match reuse_server(&paths, &ca, &sans, now, &provider) {
+        Ok(leaf) => (leaf, false),
         Err(why) => {
             tracing::info!(reason = %why, "issuing a new serving certificate");
             (issue_server(&paths, &ca, &sans, now, &provider)?, true)
         }
     };
+    let server_config =
+        server_config(cert, key, &provider).map_err(|e| TlsError::Config(e.to_string()))?;
 
     Ok(Pki {
         ca_fingerprint_sha256: hex::encode(Sha256::digest(ca.der.as_ref())),
@@ -121,12 +123,17 @@ struct Paths {
 
 impl Paths {
     fn new(dir: &Path) -> Paths {
+        Paths::with_leaf(dir, "server")
+    }
+
+    /// The CA and the serving certificate `STEM.crt`, `STEM.key`, `STEM.sans`.
+    fn with_leaf(dir: &Path, stem: &str) -> Paths {
         Paths {
             ca_crt: dir.join("ca.crt"),
             ca_key: dir.join("ca.key"),
-            server_crt: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-            server_sans: dir.join("server.sans"),
+            server_crt: dir.join(format!("{stem}.crt")),
+            server_key: dir.join(format!("{stem}.key")),
+            server_sans: dir.join(format!("{stem}.sans")),
         }
     }
 }
@@ -236,14 +243,17 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-/// The existing serving configuration, or why it cannot be reused.
+/// A leaf certificate and its private key, DER, as a TLS configuration takes them.
+type Leaf = (CertificateDer<'static>, PrivateKeyDer<'static>);
+
+/// The existing serving certificate and key at `paths`, or why they cannot be reused.
 fn reuse_server(
     paths: &Paths,
     ca: &Ca,
     sans: &BTreeSet<San>,
     now: SystemTime,
     provider: &Arc<CryptoProvider>,
-) -> Result<ServerConfig, String> {
+) -> Result<Leaf, String> {
     let recorded = std::fs::read_to_string(&paths.server_sans)
         .map_err(|e| format!("{}: {e}", paths.server_sans.display()))?;
     let recorded: BTreeSet<&str> = recorded.lines().filter(|l| !l.is_empty()).collect();
@@ -267,13 +277,23 @@ fn reuse_server(
         .map_err(|e| format!("{}: {e}", paths.server_key.display()))?;
     let key = PrivateKeyDer::from_pem_slice(&key)
         .map_err(|e| format!("{}: {e}", paths.server_key.display()))?;
-    server_config(cert, key, provider).map_err(|e| {
+    check_pair(&cert, &key, provider).map_err(|e| {
         format!(
             "{} with {}: {e}",
             paths.server_crt.display(),
             paths.server_key.display()
         )
-    })
+    })?;
+    Ok((cert, key))
+}
+
+/// Whether `key` is the private key of `cert`.
+fn check_pair(
+    cert: &CertificateDer<'static>,
+    key: &PrivateKeyDer<'static>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(), rustls::Error> {
+    rustls::sign::CertifiedKey::from_der(vec![cert.clone()], key.clone_key(), provider).map(|_| ())
 }
 
 fn issue_server(
@@ -282,34 +302,15 @@ fn issue_server(
     sans: &BTreeSet<San>,
     now: SystemTime,
     provider: &Arc<CryptoProvider>,
-) -> Result<ServerConfig, TlsError> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| TlsError::generate("the serving key", e))?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, SERVER_COMMON_NAME);
-    params.distinguished_name = dn;
+) -> Result<Leaf, TlsError> {
+    let mut params = leaf_params(SERVER_COMMON_NAME, &[], now, SERVER_LIFETIME)?;
     params.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_, _>>()?;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = offset_time(now.checked_sub(BACKDATE).unwrap_or(now))?;
-    params.not_after = offset_time(now + SERVER_LIFETIME)?;
-    // Random rather than rcgen's default (a hash of the public key), so two certificates this CA
-    // issues never share a serial.
-    params.serial_number = Some(random_serial()?);
-
-    let issuer = Issuer::new(ca_params(), &ca.key);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| TlsError::generate("the serving certificate", e))?;
+    let (cert, key) = sign_leaf(params, ca, "the serving certificate")?;
     verify_server(cert.der(), ca, sans, now, provider).map_err(|e| TlsError::Verify {
         ca: paths.ca_crt.clone(),
         reason: e.to_string(),
     })?;
-    let config = server_config(cert.der().clone(), private_key_der(&key), provider)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
 
     // Names last: until they are written, the next start sees a mismatch and issues again.
     write_atomic(&paths.server_key, key.serialize_pem().as_bytes(), PRIVATE)
@@ -323,7 +324,222 @@ fn issue_server(
     write_atomic(&paths.server_sans, names.as_bytes(), PUBLIC)
         .map_err(|e| TlsError::io(&paths.server_sans, e))?;
     tracing::info!(path = %paths.server_crt.display(), sans = sans.len(), "wrote the serving certificate");
-    Ok(config)
+    Ok((cert.der().clone(), private_key_der(&key)))
+}
+
+/// An end-entity certificate's subject, key usage and validity; the caller adds names and EKUs.
+fn leaf_params(
+    common_name: &str,
+    organizations: &[&str],
+    now: SystemTime,
+    lifetime: Duration,
+) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    // Kubernetes reads users from client certificates this way: O = groups, CN = user name.
+    for org in organizations {
+        dn.push(DnType::OrganizationName, *org);
+    }
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = offset_time(now.checked_sub(BACKDATE).unwrap_or(now))?;
+    params.not_after = offset_time(now + lifetime)?;
+    // Random rather than rcgen's default (a hash of the public key), so two certificates this CA
+    // issues never share a serial.
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
+}
+
+/// A fresh P-256 key and `params` signed by the CA.
+fn sign_leaf(
+    params: CertificateParams,
+    ca: &Ca,
+    what: &'static str,
+) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| TlsError::generate("a certificate key", e))?;
+    let issuer = Issuer::new(ca_params(), &ca.key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| TlsError::generate(what, e))?;
+    Ok((cert, key))
+}
+
+/// How long client certificates (nodes, the hub's own MQTT identity) are valid.
+pub const CLIENT_LIFETIME: Duration = Duration::from_secs(365 * DAY);
+
+/// A certificate and its private key, PEM, with the CA that issued it.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("Issued").finish_non_exhaustive()
+    }
+}
+
+/// The CA certificate (PEM) and its SHA-256 fingerprint (see [`Pki::ca_fingerprint_sha256`]),
+/// creating the CA when the hub has never started on this data dir (a join token may be made
+/// before the first start; the hub then finds and keeps this CA).
+pub fn ca_certificate(data_dir: &Path) -> Result<(String, String), TlsError> {
+    let ca = open_ca(data_dir, now()?)?;
+    Ok((ca.pem.clone(), hex::encode(Sha256::digest(ca.der.as_ref()))))
+}
+
+fn open_ca(data_dir: &Path, now: SystemTime) -> Result<Ca, TlsError> {
+    let dir = data_dir.join("pki");
+    private_dir(&dir).map_err(|e| TlsError::io(&dir, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    load_or_create_ca(&Paths::new(&dir), now, &provider)
+}
+
+/// A new client certificate from the hub CA: subject `O = organizations…, CN = common_name`,
+/// EKU clientAuth, valid [`CLIENT_LIFETIME`]; the key is made here. As Kubernetes reads client
+/// certificates, CN is the user (a node: its name) and each O a group (`system:nodes`).
+pub fn issue_client(
+    data_dir: &Path,
+    common_name: &str,
+    organizations: &[&str],
+) -> Result<Issued, TlsError> {
+    let now = now()?;
+    let ca = open_ca(data_dir, now)?;
+    let mut params = leaf_params(common_name, organizations, now, CLIENT_LIFETIME)?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let (cert, key) = sign_leaf(params, &ca, "a client certificate")?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        ca_pem: ca.pem,
+    })
+}
+
+/// The client certificate kept as `DATA_DIR/pki/STEM.crt` and `STEM.key`, issued (as
+/// [`issue_client`]) when missing, unusable or within [`RENEW_BEFORE`] of expiry. For the hub's
+/// own identities; `stem` must name one subject only.
+pub fn load_or_issue_client(
+    data_dir: &Path,
+    stem: &str,
+    common_name: &str,
+    organizations: &[&str],
+) -> Result<Issued, TlsError> {
+    let now = now()?;
+    let ca = open_ca(data_dir, now)?;
+    let dir = data_dir.join("pki");
+    let crt = dir.join(format!("{stem}.crt"));
+    let key = dir.join(format!("{stem}.key"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    match reuse_client(&crt, &key, &ca, now + RENEW_BEFORE, &provider) {
+        Ok((cert_pem, key_pem)) => {
+            return Ok(Issued {
+                cert_pem,
+                key_pem,
+                ca_pem: ca.pem,
+            });
+        }
+        Err(why) => {
+            tracing::info!(reason = %why, path = %crt.display(), "issuing a client certificate")
+        }
+    }
+    let issued = issue_client(data_dir, common_name, organizations)?;
+    write_atomic(&key, issued.key_pem.as_bytes(), PRIVATE).map_err(|e| TlsError::io(&key, e))?;
+    write_atomic(&crt, issued.cert_pem.as_bytes(), PUBLIC).map_err(|e| TlsError::io(&crt, e))?;
+    Ok(issued)
+}
+
+fn reuse_client(
+    crt: &Path,
+    key: &Path,
+    ca: &Ca,
+    at: SystemTime,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(String, String), String> {
+    let cert_pem = std::fs::read_to_string(crt).map_err(|e| format!("{}: {e}", crt.display()))?;
+    let key_pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| format!("{}: {e}", crt.display()))?;
+    let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    verify_client(&cert, ca, at, provider).map_err(|e| format!("{}: {e}", crt.display()))?;
+    check_pair(&cert, &der, provider).map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((cert_pem, key_pem))
+}
+
+fn verify_client(
+    cert: &CertificateDer<'_>,
+    ca: &Ca,
+    at: SystemTime,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let at = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap_or_default());
+    verifier.verify_client_cert(cert, &[], at).map(|_| ())
+}
+
+/// The MQTT broker's serving certificate (`DATA_DIR/pki/broker.{crt,key,sans}`), managed as the
+/// API's is: the names are the host's (see [`load_or_create`]) plus `extra_sans`.
+pub struct BrokerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+    pub sans: Vec<String>,
+    /// TLS 1.2/1.3, no ALPN, and a client certificate from the hub CA required.
+    pub server_config: Arc<ServerConfig>,
+}
+
+/// Loads or (re)issues the broker's serving certificate; see [`BrokerCert`].
+pub fn broker_certificate(data_dir: &Path, extra_sans: &[String]) -> Result<BrokerCert, TlsError> {
+    let sans = wanted(extra_sans)?;
+    let now = now()?;
+    let ca = open_ca(data_dir, now)?;
+    let paths = Paths::with_leaf(&data_dir.join("pki"), "broker");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (cert, key) = match reuse_server(&paths, &ca, &sans, now, &provider) {
+        Ok(leaf) => leaf,
+        Err(why) => {
+            tracing::info!(reason = %why, "issuing a new broker certificate");
+            issue_server(&paths, &ca, &sans, now, &provider)?
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca.der.clone())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Config(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_client_cert_verifier(verifier)
+                .with_single_cert(vec![cert.clone()], key.clone_key())
+        })
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| TlsError::io(p, e));
+    Ok(BrokerCert {
+        cert_pem: read(&paths.server_crt)?,
+        key_pem: read(&paths.server_key)?,
+        ca_pem: ca.pem,
+        sans: sans.iter().map(ToString::to_string).collect(),
+        server_config: Arc::new(config),
+    })
 }
 
 /// Verifies `cert` as a client would at `at`: chained to the CA, within its validity, and valid
