@@ -234,3 +234,35 @@ fn a_killed_hub_comes_back_and_the_fleet_converges() {
         all_running(&fleet.pods("app=pinned"), 2).then_some(())
     });
 }
+
+#[test]
+fn devices_join_with_a_token_over_tls_and_a_revoked_one_is_cut_off() {
+    let fleet = Fleet::start_tls(&["n1", "n2"], &["--node-monitor-grace-period", "6"]);
+    for n in ["n1", "n2"] {
+        let id = fleet.dir.path().join("nodes").join(n).join("identity");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(id.join("node.key"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{n}'s key");
+    }
+    fleet.apply_yaml(&pinned_pod("over-tls", "n1"));
+    fleet.wait_for("the pod Running over mqtts", 60, || {
+        all_running(&fleet.pods("app=pinned"), 1).then_some(())
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgepod"))
+        .arg("--data-dir")
+        .arg(fleet.dir.path())
+        .args(["hub", "node", "revoke", "n2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "revoke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Cut off at the broker: its heartbeats stop reaching the hub.
+    fleet.wait_node_ready("n2", "Unknown", 60);
+    fleet.wait_node_ready("n1", "True", 10);
+}

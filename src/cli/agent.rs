@@ -52,6 +52,16 @@ pub struct AgentArgs {
 /// How a standalone agent joins a hub (not part of `edgepod up`, whose agent is in-process).
 #[derive(Args, Debug, Clone)]
 pub struct JoinArgs {
+    /// A join token from `edgepod hub token create`: on first start the agent joins with it
+    /// (its certificate, the hub's CA and signing key land in DATA_DIR/identity) and later
+    /// starts need nothing more, as with k3s tokens.
+    #[arg(
+        long,
+        env = "EDGEPOD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// The hub's MQTT broker (`mqtt://HOST:PORT` or `mqtts://HOST:PORT`); without it the agent
     /// runs its static pods alone.
     #[arg(long, env = "EDGEPOD_HUB", value_name = "URL")]
@@ -82,8 +92,34 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
     let labels =
         crate::agent::node::parse_labels(&args.agent.node_labels).map_err(anyhow::Error::msg)?;
     let cfg = config(data_dir, args.agent)?;
+    let identity = crate::fleet::identity::NodeIdentity::load(data_dir)?;
+    if let Some(id) = &identity
+        && id.node_name != cfg.node_name
+    {
+        anyhow::bail!(
+            "this data dir joined the fleet as node {:?}, not {:?} (remove {} to join again)",
+            id.node_name,
+            cfg.node_name,
+            data_dir.join("identity").display()
+        );
+    }
     let hub = match args.join.hub {
-        None => None,
+        None => match (identity, args.join.token) {
+            (Some(id), _) => Some(remote_hub(&id, &cfg.node_name)?),
+            (None, Some(token)) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let id = rt.block_on(crate::fleet::identity::join(
+                    &token,
+                    &cfg.node_name,
+                    data_dir,
+                ))?;
+                tracing::info!(node = %id.node_name, broker = %id.broker_url, "joined the fleet");
+                Some(remote_hub(&id, &cfg.node_name)?)
+            }
+            (None, None) => None,
+        },
         Some(url) => {
             let key = args.join.hub_signing_key.as_deref().ok_or_else(|| {
                 anyhow::anyhow!("--hub needs the hub's signing key (--hub-signing-key)")
@@ -112,6 +148,30 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
     };
     crate::roles::agent::run(cfg, labels, hub)?;
     Ok(())
+}
+
+/// The hub as a joined node's identity describes it.
+fn remote_hub(id: &crate::fleet::identity::NodeIdentity, node: &str) -> anyhow::Result<RemoteHub> {
+    let url: crate::fleet::mqtt::client::BrokerUrl = id
+        .broker_url
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("identity broker: {e}"))?;
+    let tls = if url.tls {
+        Some(id.client_tls_config()?)
+    } else {
+        None
+    };
+    Ok(RemoteHub {
+        connection: Connection {
+            url,
+            client_id: format!("edgepod-node-{node}"),
+            tls,
+            credentials: None,
+            last_will: None,
+        },
+        cluster: id.cluster.clone(),
+        hub_key: id.hub_signing_key.clone(),
+    })
 }
 
 /// The agent's configuration from its flags.

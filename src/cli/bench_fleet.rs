@@ -233,15 +233,11 @@ fn run_in(dir: &std::path::Path, nodes: usize, idle_seconds: u64) -> anyhow::Res
             .spawn()
             .context("starting the hub")?,
     };
-    let key_path = crate::roles::hub::signing_key_path(&hub_dir);
     wait("the hub", 30, || {
         hub_dir.join("kubeconfig").exists()
-            && key_path.exists()
             && std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok()
     })?;
-    let pkcs8 = std::fs::read(&key_path)?;
-    let key = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
+    let key = crate::fleet::identity::fleet_signing_key(&hub_dir)?;
     let hub_key = Arc::new(ring::signature::KeyPair::public_key(&key).as_ref().to_vec());
     let config = tls_config(&hub_dir.join("pki").join("ca.crt"))?;
     let tokens = crate::apiserver::auth::Tokens::load(&hub_dir.join("tokens.csv"))?;

@@ -40,11 +40,6 @@ impl std::fmt::Debug for FleetConfig {
     }
 }
 
-/// The hub's ed25519 key for signing desired state, beside its CA.
-pub fn signing_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("pki").join("fleet-signing.pk8")
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(transparent)]
@@ -113,15 +108,20 @@ impl Hub {
         crate::controllers::spawn_all(ctx);
         tokio::spawn(crate::scheduler::run(Arc::clone(&self.store)));
         if let Some(fleet) = &self.cfg.fleet {
-            let key = crate::fleet::mqtt::envelope::load_or_create_key(&signing_key_path(
-                &self.cfg.data_dir,
-            ))
-            .map_err(|e| HubError::Setup(format!("fleet signing key: {e}")))?;
+            let key = crate::fleet::identity::fleet_signing_key(&self.cfg.data_dir)
+                .map_err(|e| HubError::Setup(format!("fleet signing key: {e}")))?;
+            let mut connection = fleet.connection.clone();
+            if connection.url.tls && connection.tls.is_none() {
+                // The hub's own client certificate (CN edgepod:hub) from its CA.
+                let id = crate::fleet::identity::hub_client_identity(&self.cfg.data_dir)
+                    .map_err(|e| HubError::Setup(format!("hub MQTT identity: {e}")))?;
+                connection.tls = Some(id.tls);
+            }
             let side =
                 crate::fleet::hub::HubSide::new(Arc::clone(&self.store), Arc::clone(&self.metrics));
             crate::fleet::mqtt::hub::start(
                 crate::fleet::mqtt::hub::HubLinkConfig {
-                    connection: fleet.connection.clone(),
+                    connection,
                     topics: crate::fleet::mqtt::topics::Topics::new(&fleet.cluster),
                     signer: crate::fleet::mqtt::envelope::Signer::new(key),
                 },

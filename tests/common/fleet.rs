@@ -11,6 +11,8 @@ pub struct Mosquitto {
     pub port: u16,
     pub conf: PathBuf,
     pub child: Option<Child>,
+    /// mqtts:// with client certificates (a config from `edgepod hub mosquitto-config`).
+    pub tls: bool,
 }
 
 impl Mosquitto {
@@ -28,13 +30,46 @@ impl Mosquitto {
             port,
             conf,
             child: None,
+            tls: false,
+        };
+        m.restart();
+        m
+    }
+
+    /// TLS, client certificates and the hub's ACL: `edgepod hub mosquitto-config` run on the
+    /// hub's data dir `hub_dir` (made world-traversable: Mosquitto drops to its own user before
+    /// reading its files).
+    pub fn start_tls(hub_dir: &Path) -> Mosquitto {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(hub_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let out_dir = hub_dir.join("mosquitto");
+        let out = Command::new(bin())
+            .arg("--data-dir")
+            .arg(hub_dir)
+            .args(["hub", "mosquitto-config", "--out"])
+            .arg(&out_dir)
+            .args(["--listen", &port.to_string(), "--bind", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mosquitto-config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut m = Mosquitto {
+            port,
+            conf: out_dir.join("mosquitto.conf"),
+            child: None,
+            tls: true,
         };
         m.restart();
         m
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn restart(&mut self) {
@@ -128,11 +163,25 @@ impl Fleet {
     /// Mosquitto, a hub and one agent per `nodes` entry (`NAME` or `NAME:labels`), every node
     /// Ready. `hub_args` go to `edgepod hub`.
     pub fn start(nodes: &[&str], hub_args: &[&str]) -> Fleet {
+        Fleet::with(nodes, hub_args, false)
+    }
+
+    /// As [`Fleet::start`], but the broker is Mosquitto with TLS, client certificates and the
+    /// hub's ACL, and each agent joins with a token (`edgepod agent --token`) only.
+    pub fn start_tls(nodes: &[&str], hub_args: &[&str]) -> Fleet {
+        Fleet::with(nodes, hub_args, true)
+    }
+
+    fn with(nodes: &[&str], hub_args: &[&str], tls: bool) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("edgepod-fleet")
             .tempdir_in("/var/tmp")
             .unwrap();
-        let broker = Mosquitto::start(dir.path());
+        let broker = if tls {
+            Mosquitto::start_tls(dir.path())
+        } else {
+            Mosquitto::start(dir.path())
+        };
         let mut fleet = Fleet {
             broker,
             hub: None,
@@ -154,7 +203,7 @@ impl Fleet {
             let (name, labels) = spec.split_once(':').unwrap_or((spec, ""));
             let adir = fleet.dir.path().join("nodes").join(name);
             import_busybox(&adir);
-            let args = vec![
+            let mut args = vec![
                 "agent".to_string(),
                 "--node-name".into(),
                 name.into(),
@@ -162,13 +211,19 @@ impl Fleet {
                 labels.into(),
                 "--manifests".into(),
                 adir.join("manifests").display().to_string(),
-                "--hub".into(),
-                fleet.broker.url(),
-                "--hub-signing-key".into(),
-                key.clone(),
                 "--node-status-update-frequency".into(),
                 "2".into(),
             ];
+            if tls {
+                args.extend(["--token".to_string(), fleet.token()]);
+            } else {
+                args.extend([
+                    "--hub".to_string(),
+                    fleet.broker.url(),
+                    "--hub-signing-key".into(),
+                    key.clone(),
+                ]);
+            }
             let mut a = Agent {
                 name: name.to_string(),
                 dir: adir,
@@ -218,6 +273,23 @@ impl Fleet {
             let _ = h.kill();
             let _ = h.wait();
         }
+    }
+
+    /// A join token from `edgepod hub token create` naming this fleet's API and broker.
+    pub fn token(&self) -> String {
+        let out = Command::new(bin())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["hub", "token", "create", "--broker", &self.broker.url()])
+            .args(["--server", &format!("https://127.0.0.1:{}", self.api_port)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// The hub's desired-state public key, base64, from its PKCS#8 file.

@@ -100,38 +100,6 @@ pub fn open(public_key: &[u8], topic: &str, payload: &[u8]) -> Result<Vec<u8>, E
     Ok(out)
 }
 
-/// The hub's signing key at `path` (PKCS#8, mode 0600), made on first use.
-pub fn load_or_create_key(path: &std::path::Path) -> std::io::Result<Ed25519KeyPair> {
-    let bad =
-        |e: ring::error::KeyRejected| std::io::Error::other(format!("{}: {e}", path.display()));
-    match std::fs::read(path) {
-        Ok(pkcs8) => Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(bad),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let rng = ring::rand::SystemRandom::new();
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|_| std::io::Error::other("generating the fleet signing key"))?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension("tmp");
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                f.write_all(pkcs8.as_ref())?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, path)?;
-            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(bad)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// A fresh key pair (tests; the hub keeps its own under its data dir).
 pub fn generate_key() -> Option<Ed25519KeyPair> {
     let rng = ring::rand::SystemRandom::new();
