@@ -11,7 +11,10 @@
 //! [`crate::store`]).
 
 pub mod api_pods;
+pub mod atomic_writer;
 pub mod backoff;
+pub mod config_objects;
+pub mod config_volumes;
 pub mod container_spec;
 pub mod env;
 pub mod metrics;

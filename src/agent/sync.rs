@@ -229,7 +229,7 @@ impl Kubelet {
                 ready = false;
             }
         }
-        let volumes = match PodVolumes::prepare(pod, &pod_dir) {
+        let volumes = match PodVolumes::prepare(pod, &pod_dir, &self.store) {
             Ok(v) => Some(v),
             Err(e) => {
                 for c in spec
