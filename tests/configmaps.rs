@@ -159,6 +159,24 @@ spec:
       valueFrom: {configMapKeyRef: {name: late-config, key: mode}}
 "#;
 
+const MOUNTER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mounter
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: creds
+    secret: {secretName: late-secret}
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "cat /creds/token; echo; sleep 3600"]
+    volumeMounts:
+    - {name: creds, mountPath: /creds}
+"#;
+
 fn waiting(c: &Cluster, pod: &str) -> (String, String) {
     let out = c.try_out(&[
         "get",
@@ -175,6 +193,7 @@ fn waiting(c: &Cluster, pod: &str) -> (String, String) {
 fn a_pod_waits_for_the_config_map_it_names() {
     let c = Cluster::start();
     c.apply_yaml(&["apply"], WAITER);
+    c.apply_yaml(&["apply"], MOUNTER);
     c.wait_for(
         "CreateContainerConfigError for the missing ConfigMap",
         60,
@@ -209,6 +228,35 @@ fn a_pod_waits_for_the_config_map_it_names() {
     c.wait_for("the value in the container's env", 30, || {
         c.try_out(&["logs", "waiter"])
             .contains("MODE=fast")
+            .then_some(())
+    });
+
+    // A volume's missing Secret keeps the pod ContainerCreating with a FailedMount event.
+    let mount_failed =
+        "MountVolume.SetUp failed for volume \"creds\" : secret \"late-secret\" not found";
+    assert_eq!(waiting(&c, "mounter").0, "ContainerCreating");
+    c.wait_for("the FailedMount event", 30, || {
+        let events = c.try_out(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=mounter,reason=FailedMount",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        events.contains(mount_failed).then_some(())
+    });
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "late-secret",
+        "--from-literal=token=s3cr3t",
+    ]);
+    c.wait_phase("default", "mounter", "Running");
+    c.wait_for("the secret file in the container", 30, || {
+        c.try_out(&["logs", "mounter"])
+            .contains("s3cr3t")
             .then_some(())
     });
 }

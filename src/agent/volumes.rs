@@ -214,6 +214,14 @@ fn claim_dir(pod_dir: &Path, namespace: &str, claim: &str) -> Result<PathBuf, St
     Ok(dir)
 }
 
+/// `pod uid/volume` of the projected volumes whose skipped sources were logged (once each);
+/// a pod's entries go with its teardown.
+static TOLD: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// How every volume error starts that the kubelet reports as a FailedMount (the pod stays
+/// ContainerCreating), rather than as a CreateContainerConfigError.
+pub const MOUNT_FAILED: &str = "MountVolume.SetUp failed";
+
 /// Writes (or refreshes) one configMap, secret, projected or downwardAPI volume in `dir`.
 fn api_data_volume(
     pod: &Pod,
@@ -223,9 +231,8 @@ fn api_data_volume(
     dir: &Path,
     fs_group: Option<i64>,
 ) -> Result<(), String> {
-    let failed = |e: &dyn std::fmt::Display| {
-        format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name)
-    };
+    let failed =
+        |e: &dyn std::fmt::Display| format!("{MOUNT_FAILED} for volume \"{}\" : {e}", v.name);
     fs::create_dir_all(dir).map_err(|e| failed(&e))?;
     if kind.in_memory() && !is_mount_point(dir) {
         // Root-owned and not writable by the pod; files carry their own modes.
@@ -253,8 +260,18 @@ fn api_data_volume(
         }
         Err(e) => return Err(failed(&e)),
     };
-    for s in &projection.skipped {
-        tracing::debug!(volume = %v.name, "skipped {s}");
+    if !projection.skipped.is_empty() {
+        // Once per pod and volume: this runs on every pass.
+        let key = format!("{}/{}", pod.metadata.uid.as_deref().unwrap_or(""), v.name);
+        if TOLD.lock().is_ok_and(|mut t| t.insert(key)) {
+            for s in &projection.skipped {
+                tracing::warn!(
+                    pod = pod.metadata.name.as_deref().unwrap_or(""),
+                    volume = %v.name,
+                    "projected volume: skipped {s}"
+                );
+            }
+        }
     }
     let gid = match fs_group {
         Some(g) => Some(
@@ -269,13 +286,24 @@ fn api_data_volume(
             f.mode |= 0o440;
         }
     }
-    atomic_writer::write(dir, &files, gid).map_err(|e| failed(&e))?;
+    match atomic_writer::write(dir, &files, gid) {
+        Ok(_) => {}
+        // A refresh that fails leaves the last version whole: running containers go on.
+        Err(e) if dir.join("..data").exists() => {
+            tracing::warn!(volume = %v.name, "refreshing the volume: {e}");
+        }
+        Err(e) => return Err(failed(&e)),
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| failed(&e))?;
     Ok(())
 }
 
 /// Unmounts memory-backed volumes and deletes the pod directory.
 pub fn teardown(pod_dir: &Path) -> Result<(), String> {
+    if let (Some(uid), Ok(mut told)) = (pod_dir.file_name(), TOLD.lock()) {
+        let prefix = format!("{}/", uid.to_string_lossy());
+        told.retain(|k| !k.starts_with(&prefix));
+    }
     if let Ok(entries) = fs::read_dir(pod_dir.join("volumes")) {
         for e in entries.flatten() {
             if is_mount_point(&e.path()) {
