@@ -1,7 +1,8 @@
 //! ConfigMaps and Secrets against `edgepod up` with a real agent, driven by stock kubectl: env
 //! (valueFrom and envFrom), configMap and secret volumes with their modes, a volume refreshed
-//! in place after `kubectl apply`, a pod waiting with CreateContainerConfigError until what it
-//! names exists, and the databases holding secrets readable by their owner only.
+//! in place after `kubectl apply`, a pod waiting with CreateContainerConfigError until the
+//! ConfigMap and key its env names exist, one ContainerCreating with a FailedMount event until
+//! its volume's Secret exists, and the databases holding secrets readable by their owner only.
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

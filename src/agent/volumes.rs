@@ -300,6 +300,7 @@ fn api_data_volume(
 
 /// Unmounts memory-backed volumes and deletes the pod directory.
 pub fn teardown(pod_dir: &Path) -> Result<(), String> {
+    atomic_writer::forget(pod_dir);
     if let (Some(uid), Ok(mut told)) = (pod_dir.file_name(), TOLD.lock()) {
         let prefix = format!("{}/", uid.to_string_lossy());
         told.retain(|k| !k.starts_with(&prefix));
