@@ -207,6 +207,19 @@ fn a_pod_waits_for_the_config_map_it_names() {
                 .then_some(())
         },
     );
+    // The event says it as the kubelet's does.
+    c.wait_for("the Failed event", 30, || {
+        c.try_out(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=waiter,reason=Failed",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .contains("Error: configmap \"late-config\" not found")
+        .then_some(())
+    });
     c.ok(&[
         "create",
         "configmap",

@@ -950,6 +950,9 @@ impl Kubelet {
                     "Back-off restarting failed container {name} in pod {}",
                     pod.metadata.name.as_deref().unwrap_or("")
                 )
+            } else if w.reason == "CreateContainerConfigError" {
+                // The kubelet's text: `Error: configmap "x" not found`.
+                format!("Error: {}", w.message)
             } else {
                 format!("Error: {}: {}", w.reason, w.message)
             };
