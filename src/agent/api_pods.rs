@@ -1,15 +1,17 @@
-//! Pods the hub binds to this node, kept in the agent's own store so the node goes on running
-//! them while the hub is out of reach, across agent restarts included.
+//! Pods the hub binds to this node, and the ConfigMaps and Secrets they name, kept in the
+//! agent's own store so the node goes on running them while the hub is out of reach, across
+//! agent restarts and reboots included.
 //!
-//! Owns: applying the hub's desired set to the local store (new pods stored, changed ones
-//! updated with the local status kept, deleted ones marked for termination). Must not touch:
-//! running anything; the reconcile loop ([`super::sync`]) acts on what is stored here.
+//! Owns: applying the hub's desired state to the local store in one transaction (new pods
+//! stored, changed ones updated with the local status kept, deleted ones marked for
+//! termination; ConfigMaps and Secrets replaced as a set). Must not touch: running anything;
+//! the reconcile loop ([`super::sync`]) acts on what is stored here.
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use crate::fleet::PodRef;
+use crate::fleet::{DesiredState, PodRef};
 use crate::store::{Store, StoreError, Tx};
 
 pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
@@ -35,16 +37,33 @@ fn pod_ref(pod: &Pod) -> PodRef {
     }
 }
 
-/// Applies the hub's complete set of pods for this node in one transaction. Returns the pods the
-/// hub is deleting that this node no longer has at all, so the hub can be told they are gone.
-pub fn apply(store: &Store, desired: Vec<Pod>) -> Result<Vec<PodRef>, StoreError> {
+/// Applies the hub's complete desired state for this node in one transaction: its pods, and the
+/// ConfigMaps and Secrets they name (replacing the previous set, so what the hub no longer
+/// sends is dropped). Returns the pods the hub is deleting that this node no longer has at all,
+/// so the hub can be told they are gone.
+pub fn apply(store: &Store, desired: DesiredState) -> Result<Vec<PodRef>, StoreError> {
     store.write(|tx| apply_in(tx, desired))
 }
 
 /// [`apply`] inside a caller's transaction (the MQTT link records the generation it applied in
 /// the same one).
-pub fn apply_in(tx: &Tx<'_>, desired: Vec<Pod>) -> Result<Vec<PodRef>, StoreError> {
+pub fn apply_in(tx: &Tx<'_>, desired: DesiredState) -> Result<Vec<PodRef>, StoreError> {
+    let DesiredState {
+        pods: desired,
+        config_maps,
+        secrets,
+    } = desired;
+    let config_maps = config_maps
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let secrets = secrets
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
     {
+        replace_all(tx, "ConfigMap", config_maps)?;
+        replace_all(tx, "Secret", secrets)?;
         let mut gone = Vec::new();
         let mut wanted = BTreeSet::new();
         for pod in desired {
@@ -109,6 +128,56 @@ pub fn apply_in(tx: &Tx<'_>, desired: Vec<Pod>) -> Result<Vec<PodRef>, StoreErro
     }
 }
 
+/// Makes the stored objects of `kind` exactly `wanted`; unchanged ones cost no write.
+fn replace_all(tx: &Tx<'_>, kind: &str, wanted: Vec<Value>) -> Result<(), StoreError> {
+    let mut keep = BTreeSet::new();
+    for mut obj in wanted {
+        obj["kind"] = json!(kind);
+        obj["apiVersion"] = json!("v1");
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            continue;
+        }
+        obj["metadata"]["namespace"] = json!(ns);
+        let same = tx.get(kind, &ns, &name)?.is_some_and(|mut old| {
+            if let Some(m) = old.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+                m.remove("creationTimestamp");
+            }
+            let mut new = obj.clone();
+            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("creationTimestamp");
+            }
+            old == new
+        });
+        if !same {
+            tx.put(kind, &obj)?;
+        }
+        keep.insert((ns, name));
+    }
+    for old in tx.list(kind, None, None)? {
+        let ns = old["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = old["metadata"]["name"].as_str().unwrap_or_default();
+        if !keep.contains(&(ns.to_string(), name.to_string())) {
+            tx.delete(kind, ns, name)?;
+        }
+    }
+    Ok(())
+}
+
 /// The hub's pods to run now: stored API pods not being deleted.
 pub fn running_set(store: &Store) -> Vec<Pod> {
     store
@@ -118,4 +187,71 @@ pub fn running_set(store: &Store) -> Vec<Pod> {
         .filter(|p| is_api_pod(p) && p.pointer("/metadata/deletionTimestamp").is_none())
         .filter_map(|p| serde_json::from_value(p).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    fn state(cm_value: &str, with_secret: bool) -> DesiredState {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "settings", "namespace": "default", "uid": "c1",
+                         "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "data": {"k": cm_value}
+        }))
+        .unwrap();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "creds", "namespace": "default", "uid": "s1"},
+            "data": {"password": "aHVudGVyMg=="}
+        }))
+        .unwrap();
+        DesiredState {
+            pods: Vec::new(),
+            config_maps: vec![cm],
+            secrets: if with_secret {
+                vec![secret]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    #[test]
+    fn config_maps_and_secrets_are_kept_as_a_set_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).unwrap();
+        apply(&store, state("1", true)).unwrap();
+        let rv = store.current_resource_version().unwrap();
+        // The same state again costs no write.
+        apply(&store, state("1", true)).unwrap();
+        assert_eq!(store.current_resource_version().unwrap(), rv);
+        drop(store);
+
+        let store = Store::open_in(dir.path()).unwrap();
+        let secret: Secret = store.get_as("Secret", "default", "creds").unwrap().unwrap();
+        let password = secret.data.unwrap().remove("password").unwrap();
+        assert_eq!(password.0, b"hunter2");
+
+        apply(&store, state("2", false)).unwrap();
+        let cm: ConfigMap = store
+            .get_as("ConfigMap", "default", "settings")
+            .unwrap()
+            .unwrap();
+        assert_eq!(cm.data.unwrap()["k"], "2");
+        assert!(store.get("Secret", "default", "creds").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).unwrap();
+        apply(&store, state("1", true)).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let path = format!("{}{suffix}", store.path().display());
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{path}");
+        }
+    }
 }

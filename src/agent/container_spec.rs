@@ -52,7 +52,14 @@ pub fn build(
     let pod_sc = spec.security_context.clone().unwrap_or_default();
     let sc = container.security_context.clone().unwrap_or_default();
 
-    let environment = env::environment(pod, field_path, container, &image.env, ctx.host_ip)?;
+    let environment = env::environment(
+        pod,
+        field_path,
+        container,
+        &image.env,
+        ctx.host_ip,
+        ctx.volumes.config(),
+    )?;
     let args = env::command_line(container, &image.entrypoint, &image.cmd, &environment);
     if args.is_empty() {
         return Err(format!(

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, EnvVarSource, Pod};
 
+use super::config_objects::{ConfigObjects, is_not_found};
 use crate::api::quantity;
+use crate::api::validate::names::env_var_name;
 
 /// Resolves `$(NAME)` in `input` from `lookup`; `$$` escapes a `$`; unknown names stay as is.
 pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
@@ -42,14 +44,16 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// The container's environment (image first, then the container's `env`, later wins), or an
-/// error naming the env entry that cannot be resolved here.
+/// The container's environment (image first, then the container's `envFrom`, then its `env`;
+/// later wins), or the error that keeps the container waiting with CreateContainerConfigError
+/// (the kubelet's own text for a missing ConfigMap, Secret or key).
 pub fn environment(
     pod: &Pod,
     index_path: &str,
     container: &Container,
     image_env: &[String],
     host_ip: &str,
+    config: &ConfigObjects,
 ) -> Result<Vec<String>, String> {
     let mut merged: Vec<(String, String)> = Vec::new();
     let set = |merged: &mut Vec<(String, String)>, k: String, v: String| {
@@ -75,24 +79,22 @@ pub fn environment(
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         );
     }
-    for (i, from) in container.env_from.iter().flatten().enumerate() {
-        let optional = from
-            .config_map_ref
-            .as_ref()
-            .and_then(|r| r.optional)
-            .or(from.secret_ref.as_ref().and_then(|r| r.optional))
-            .unwrap_or(false);
-        if !optional {
-            return Err(format!(
-                "{index_path}.envFrom[{i}]: ConfigMaps and Secrets are not available on this node yet"
-            ));
+    // Expansion sees the variables envFrom brought and the container's own earlier ones, as
+    // the kubelet's does (not the image's).
+    let mut own: BTreeMap<String, String> = BTreeMap::new();
+    for from in container.env_from.iter().flatten() {
+        for (k, v) in env_from(pod, config, from)? {
+            own.insert(k.clone(), v.clone());
+            set(&mut merged, k, v);
         }
     }
-    // Expansion sees only the container's own earlier variables, as the kubelet's does.
-    let mut own: BTreeMap<String, String> = BTreeMap::new();
     for (i, var) in container.env.iter().flatten().enumerate() {
-        let value = resolve(pod, container, var, &own, host_ip)
-            .map_err(|e| format!("{index_path}.env[{i}].valueFrom: {e}"))?;
+        let value = match var.value_from.as_ref().and_then(|f| key_ref(config, f)) {
+            // The kubelet's own message (`configmap "x" not found`), unprefixed, as it shows it.
+            Some(r) => r?,
+            None => resolve(pod, container, var, &own, host_ip)
+                .map_err(|e| format!("{index_path}.env[{i}].valueFrom: {e}"))?,
+        };
         let Some(value) = value else { continue };
         own.insert(var.name.clone(), value.clone());
         set(&mut merged, var.name.clone(), value);
@@ -192,17 +194,93 @@ fn resolve(
         };
         return Ok(Some(value.to_string()));
     }
-    let optional = from
-        .config_map_key_ref
-        .as_ref()
-        .and_then(|r| r.optional)
-        .or(from.secret_key_ref.as_ref().and_then(|r| r.optional))
-        .unwrap_or(false);
-    if optional {
-        Ok(None)
+    Err("valueFrom: no source given".to_string())
+}
+
+/// One envFrom entry's variables (prefix applied), or the kubelet's error. Keys that are no
+/// valid variable name are skipped with a Warning event naming them, as the kubelet does.
+fn env_from(
+    pod: &Pod,
+    config: &ConfigObjects,
+    from: &EnvFromSource,
+) -> Result<Vec<(String, String)>, String> {
+    let prefix = from.prefix.as_deref().unwrap_or("");
+    let (what, name, optional, data) = if let Some(r) = &from.config_map_ref {
+        let data = config.config_map_data(&r.name);
+        (
+            "configMap",
+            &r.name,
+            r.optional,
+            data.map(|d| d.into_iter().collect::<Vec<_>>()),
+        )
+    } else if let Some(r) = &from.secret_ref {
+        let data = config.secret_payload(&r.name).map(|d| {
+            d.into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect::<Vec<_>>()
+        });
+        ("secret", &r.name, r.optional, data)
     } else {
-        Err("ConfigMaps and Secrets are not available on this node yet".to_string())
+        return Ok(Vec::new());
+    };
+    let data = match data {
+        Ok(d) => d,
+        Err(e) if optional == Some(true) && is_not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    let mut invalid = Vec::new();
+    for (k, v) in data {
+        let k = format!("{prefix}{k}");
+        if env_var_name(&k).is_empty() {
+            out.push((k, v));
+        } else {
+            invalid.push(k);
+        }
     }
+    if !invalid.is_empty() {
+        invalid.sort();
+        config.warn(
+            pod,
+            "InvalidEnvironmentVariableNames",
+            &format!(
+                "Keys [{}] from the EnvFrom {what} {}/{name} were skipped since they are considered invalid environment variable names.",
+                invalid.join(", "),
+                config.namespace()
+            ),
+        );
+    }
+    Ok(out)
+}
+
+/// A configMapKeyRef or secretKeyRef: `None` when `from` is neither, `Ok(None)` when it is
+/// optional and absent.
+fn key_ref(config: &ConfigObjects, from: &EnvVarSource) -> Option<Result<Option<String>, String>> {
+    let (kind, name, key, optional, data) = if let Some(r) = &from.config_map_key_ref {
+        let data = config
+            .config_map_data(&r.name)
+            .map(|d| d.get(&r.key).cloned());
+        ("ConfigMap", &r.name, &r.key, r.optional, data)
+    } else if let Some(r) = &from.secret_key_ref {
+        let data = config.secret_payload(&r.name).map(|d| {
+            d.get(&r.key)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        ("Secret", &r.name, &r.key, r.optional, data)
+    } else {
+        return None;
+    };
+    let optional = optional == Some(true);
+    Some(match data {
+        Ok(Some(v)) => Ok(Some(v)),
+        Ok(None) if optional => Ok(None),
+        Ok(None) => Err(format!(
+            "couldn't find key {key} in {kind} {}/{name}",
+            config.namespace()
+        )),
+        Err(e) if optional && is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    })
 }
 
 fn bracket_key<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
@@ -338,11 +416,119 @@ mod tests {
             &container,
             &["PATH=/bin".into(), "A=0".into()],
             "10.0.0.1",
+            &ConfigObjects::default(),
         )
         .unwrap();
         assert!(env.contains(&"A=1".to_string()));
         assert!(env.contains(&"B=1-$(PATH)".to_string()), "{env:?}");
         assert!(env.contains(&"POD=web".to_string()));
         assert!(env.contains(&"HOSTNAME=web".to_string()));
+    }
+
+    fn stored_objects() -> (tempfile::TempDir, std::sync::Arc<crate::store::Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::store::Store::open_in(dir.path()).unwrap());
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "default", "uid": "u1"},
+            "data": {"color": "blue", "size": "L", "bad-name=x": "skip", "1st": "ok"}
+        });
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": "default", "uid": "u2"},
+            "data": {"password": "aHVudGVyMg=="}
+        });
+        store.put("ConfigMap", &cm).unwrap();
+        store.put("Secret", &secret).unwrap();
+        (dir, store)
+    }
+
+    fn pod_and(container: serde_json::Value) -> (Pod, Container) {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "p1"},
+            "spec": {"containers": [container.clone()]}
+        }))
+        .unwrap();
+        (pod, serde_json::from_value(container).unwrap())
+    }
+
+    #[test]
+    fn config_map_and_secret_values_reach_env() {
+        let (_d, store) = stored_objects();
+        let config = ConfigObjects::load(&store, "default");
+        let (pod, c) = pod_and(serde_json::json!({
+            "name": "c",
+            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+            "env": [
+                {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+                {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                {"name": "GONE", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": true}}},
+                {"name": "BOTH", "value": "$(CFG_size)-$(COLOR)"}
+            ]
+        }));
+        let env = environment(&pod, "spec.containers[0]", &c, &[], "10.0.0.1", &config).unwrap();
+        for want in [
+            "COLOR=blue",
+            "PASS=hunter2",
+            "CFG_size=L",
+            "CFG_1st=ok",
+            "BOTH=L-blue",
+        ] {
+            assert!(env.contains(&want.to_string()), "{want} in {env:?}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("GONE=")));
+        assert!(!env.iter().any(|e| e.contains("bad-name")));
+        // The skipped key is named in a Warning event, as the kubelet records it.
+        let events = store.list("Event", Some("default"), None).unwrap();
+        let message = events
+            .iter()
+            .find(|e| e["reason"] == "InvalidEnvironmentVariableNames")
+            .and_then(|e| e["message"].as_str())
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            message,
+            "Keys [CFG_bad-name=x] from the EnvFrom configMap default/settings were skipped since they are considered invalid environment variable names."
+        );
+    }
+
+    #[test]
+    fn missing_objects_and_keys_give_the_kubelets_messages() {
+        let (_d, store) = stored_objects();
+        let config = ConfigObjects::load(&store, "default");
+        let cases = [
+            (
+                serde_json::json!({"configMapKeyRef": {"name": "other", "key": "k"}}),
+                "configmap \"other\" not found",
+            ),
+            (
+                serde_json::json!({"secretKeyRef": {"name": "other", "key": "k"}}),
+                "secret \"other\" not found",
+            ),
+            (
+                serde_json::json!({"configMapKeyRef": {"name": "settings", "key": "k"}}),
+                "couldn't find key k in ConfigMap default/settings",
+            ),
+            (
+                serde_json::json!({"secretKeyRef": {"name": "creds", "key": "k"}}),
+                "couldn't find key k in Secret default/creds",
+            ),
+        ];
+        for (from, want) in cases {
+            let (pod, c) = pod_and(serde_json::json!({
+                "name": "c", "env": [{"name": "X", "valueFrom": from}]
+            }));
+            let e = environment(&pod, "spec.containers[0]", &c, &[], "", &config).unwrap_err();
+            assert_eq!(e, want);
+        }
+        let (pod, c) = pod_and(serde_json::json!({
+            "name": "c", "envFrom": [{"secretRef": {"name": "other"}}]
+        }));
+        let e = environment(&pod, "spec.containers[0]", &c, &[], "", &config).unwrap_err();
+        assert_eq!(e, "secret \"other\" not found");
+        let (pod, c) = pod_and(serde_json::json!({
+            "name": "c", "envFrom": [{"secretRef": {"name": "other", "optional": true}}]
+        }));
+        assert!(environment(&pod, "spec.containers[0]", &c, &[], "", &config).is_ok());
     }
 }

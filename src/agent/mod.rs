@@ -2,7 +2,8 @@
 //!
 //! Owns: the desired pods of this node (static pods from the manifest directory for now), the
 //! reconcile loop that makes the runtime match them ([`sync`]), restart back-off ([`backoff`]),
-//! translating Pods into runtime specs ([`container_spec`], [`env`], [`volumes`]), the pod
+//! translating Pods into runtime specs ([`container_spec`], [`env`], [`volumes`]; ConfigMaps
+//! and Secrets through [`config_objects`], [`config_volumes`], [`atomic_writer`]), the pod
 //! status written back to the store ([`status`]) and the node's side of logs, exec, attach and
 //! port-forward ([`streams`]).
 //!
@@ -11,7 +12,10 @@
 //! [`crate::store`]).
 
 pub mod api_pods;
+pub mod atomic_writer;
 pub mod backoff;
+pub mod config_objects;
+pub mod config_volumes;
 pub mod container_spec;
 pub mod env;
 pub mod metrics;

@@ -229,15 +229,22 @@ impl Kubelet {
                 ready = false;
             }
         }
-        let volumes = match PodVolumes::prepare(pod, &pod_dir) {
+        let volumes = match PodVolumes::prepare(pod, &pod_dir, &self.store) {
             Ok(v) => Some(v),
             Err(e) => {
+                // A volume whose source is missing keeps the pod ContainerCreating with a
+                // FailedMount event, as the kubelet's does.
+                let reason = if e.starts_with(super::volumes::MOUNT_FAILED) {
+                    "ContainerCreating"
+                } else {
+                    "CreateContainerConfigError"
+                };
                 for c in spec
                     .containers
                     .iter()
                     .chain(spec.init_containers.iter().flatten())
                 {
-                    waiting.insert(c.name.clone(), wait("CreateContainerConfigError", &e));
+                    waiting.insert(c.name.clone(), wait(reason, &e));
                 }
                 None
             }
@@ -931,15 +938,21 @@ impl Kubelet {
                 "ErrImagePull" | "ErrImageNeverPull" | "CreateContainerConfigError" => {
                     ("Warning", "Failed")
                 }
+                "ContainerCreating" if w.message.starts_with(super::volumes::MOUNT_FAILED) => {
+                    ("Warning", "FailedMount")
+                }
                 _ => continue,
             };
-            let message = if w.reason == "ImagePullBackOff" {
+            let message = if w.reason == "ImagePullBackOff" || reason == "FailedMount" {
                 w.message.clone()
             } else if reason == "BackOff" {
                 format!(
                     "Back-off restarting failed container {name} in pod {}",
                     pod.metadata.name.as_deref().unwrap_or("")
                 )
+            } else if w.reason == "CreateContainerConfigError" {
+                // The kubelet's text: `Error: configmap "x" not found`.
+                format!("Error: {}", w.message)
             } else {
                 format!("Error: {}: {}", w.reason, w.message)
             };
@@ -956,6 +969,8 @@ impl Kubelet {
                         .position(|c| &c.name == name)
                         .map(|i| format!("spec.initContainers[{i}]"))
                 });
+            // A mount failure is the pod's, not one container's, as the kubelet reports it.
+            let path = if reason == "FailedMount" { None } else { path };
             self.event_for(pod, path.as_deref(), type_, reason, &message);
         }
         self.waiting

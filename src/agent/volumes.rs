@@ -1,12 +1,17 @@
-//! A pod's volumes on this node (emptyDir, hostPath, persistentVolumeClaim) and the /etc files
-//! the kubelet manages (hosts, hostname, resolv.conf). All but claims live under the pod's
-//! directory so removing a pod removes them; a claim's directory is the node's and outlives
-//! every pod that mounts it (see [`claim_dir`]).
+//! A pod's volumes on this node (emptyDir, hostPath, persistentVolumeClaim, and the API-data
+//! volumes configMap, secret, projected and downwardAPI) and the /etc files the kubelet manages
+//! (hosts, hostname, resolv.conf). All but claims live under the pod's directory so removing a
+//! pod removes them; a claim's directory is the node's and outlives every pod that mounts it
+//! (see [`claim_dir`]). API-data volumes are refreshed on every pass, so a changed ConfigMap
+//! reaches running containers (not through a subPath mount, as in Kubernetes); those that may
+//! hold a Secret sit on a tmpfs, as the kubelet keeps them, so secrets never touch the disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -14,7 +19,11 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use crate::api::quantity;
 use crate::runtime::rootfs::is_mount_point;
 use crate::runtime::spec::{Mount, MountKind};
+use crate::store::Store;
 
+use super::atomic_writer;
+use super::config_objects::ConfigObjects;
+use super::config_volumes::{self, Kind};
 use super::container_spec::{pod_hostname, within};
 
 /// The host side of every volume of one pod.
@@ -24,12 +33,26 @@ pub struct PodVolumes {
     sources: BTreeMap<String, PathBuf>,
     /// Volumes whose source says readOnly (a claim mounted read-only), whatever the mount says.
     read_only: BTreeSet<String>,
+    /// The ConfigMaps and Secrets of the pod's namespace, for its containers' env too.
+    config: ConfigObjects,
 }
 
 impl PodVolumes {
-    /// Makes every volume ready (idempotent, so it also re-adopts after an agent restart).
-    /// An error names the volume field: the pod then waits with CreateContainerConfigError.
-    pub fn prepare(pod: &Pod, pod_dir: &Path) -> Result<PodVolumes, String> {
+    /// Makes every volume ready (idempotent, so it also re-adopts after an agent restart, and
+    /// refreshes API-data volumes). `store` is the agent's, holding the ConfigMaps and Secrets
+    /// the hub sent. An error names the volume: the pod then waits with
+    /// CreateContainerConfigError.
+    pub fn prepare(pod: &Pod, pod_dir: &Path, store: &Arc<Store>) -> Result<PodVolumes, String> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        Self::prepare_with(pod, pod_dir, ConfigObjects::load(store, ns))
+    }
+
+    /// [`PodVolumes::prepare`] with the ConfigMaps and Secrets at hand.
+    pub fn prepare_with(
+        pod: &Pod,
+        pod_dir: &Path,
+        config: ConfigObjects,
+    ) -> Result<PodVolumes, String> {
         let spec = pod.spec.clone().unwrap_or_default();
         let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
         let mut sources = BTreeMap::new();
@@ -82,9 +105,15 @@ impl PodVolumes {
                 let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
                 claim_dir(pod_dir, ns, &c.claim_name)
                     .map_err(|e| format!("{field}.persistentVolumeClaim: {e}"))?
+            } else if let Some(kind) = Kind::of(v) {
+                // The kubelet mounts API data read-only whatever the volumeMount says.
+                read_only.insert(v.name.clone());
+                let dir = pod_dir.join("volumes").join(&v.name);
+                api_data_volume(pod, &config, v, kind, &dir, fs_group)?;
+                dir
             } else {
                 return Err(format!(
-                    "{field}: volume \"{}\" has a type this node does not support yet (emptyDir, hostPath and persistentVolumeClaim are)",
+                    "{field}: volume \"{}\" has a type this node does not support yet (emptyDir, hostPath, persistentVolumeClaim, configMap, secret, projected and downwardAPI are)",
                     v.name
                 ));
             };
@@ -95,7 +124,13 @@ impl PodVolumes {
             pod_dir: pod_dir.to_path_buf(),
             sources,
             read_only,
+            config,
         })
+    }
+
+    /// The ConfigMaps and Secrets this pod's containers may name in env and envFrom.
+    pub fn config(&self) -> &ConfigObjects {
+        &self.config
     }
 
     /// Bind mounts for a container's volumeMounts (readOnly and subPath honoured).
@@ -179,8 +214,97 @@ fn claim_dir(pod_dir: &Path, namespace: &str, claim: &str) -> Result<PathBuf, St
     Ok(dir)
 }
 
+/// `pod uid/volume` of the projected volumes whose skipped sources were logged (once each);
+/// a pod's entries go with its teardown.
+static TOLD: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// How every volume error starts that the kubelet reports as a FailedMount (the pod stays
+/// ContainerCreating), rather than as a CreateContainerConfigError.
+pub const MOUNT_FAILED: &str = "MountVolume.SetUp failed";
+
+/// Writes (or refreshes) one configMap, secret, projected or downwardAPI volume in `dir`.
+fn api_data_volume(
+    pod: &Pod,
+    config: &ConfigObjects,
+    v: &k8s_openapi::api::core::v1::Volume,
+    kind: Kind,
+    dir: &Path,
+    fs_group: Option<i64>,
+) -> Result<(), String> {
+    let failed =
+        |e: &dyn std::fmt::Display| format!("{MOUNT_FAILED} for volume \"{}\" : {e}", v.name);
+    fs::create_dir_all(dir).map_err(|e| failed(&e))?;
+    if kind.in_memory() && !is_mount_point(dir) {
+        // Root-owned and not writable by the pod; files carry their own modes.
+        let tmpfs = mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        );
+        if let Err(e) = tmpfs {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("cannot mount a tmpfs for secret volumes ({e}); they go to disk");
+            }
+        }
+    }
+    let projection = match config_volumes::project(pod, config, v) {
+        Ok(p) => p,
+        // Once written, a volume keeps its last content when its source goes away, as the
+        // kubelet's does: running containers are not disturbed.
+        Err(e) if dir.join("..data").exists() => {
+            tracing::debug!(volume = %v.name, "keeping the last content: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(failed(&e)),
+    };
+    if !projection.skipped.is_empty() {
+        // Once per pod and volume: this runs on every pass.
+        let key = format!("{}/{}", pod.metadata.uid.as_deref().unwrap_or(""), v.name);
+        if TOLD.lock().is_ok_and(|mut t| t.insert(key)) {
+            for s in &projection.skipped {
+                tracing::warn!(
+                    pod = pod.metadata.name.as_deref().unwrap_or(""),
+                    volume = %v.name,
+                    "projected volume: skipped {s}"
+                );
+            }
+        }
+    }
+    let gid = match fs_group {
+        Some(g) => Some(
+            u32::try_from(g).map_err(|_| format!("spec.securityContext.fsGroup: invalid {g}"))?,
+        ),
+        None => None,
+    };
+    let mut files = projection.files;
+    if gid.is_some() {
+        // As the kubelet's volume ownership does: the fsGroup may read every file.
+        for f in files.values_mut() {
+            f.mode |= 0o440;
+        }
+    }
+    match atomic_writer::write(dir, &files, gid) {
+        Ok(_) => {}
+        // A refresh that fails leaves the last version whole: running containers go on.
+        Err(e) if dir.join("..data").exists() => {
+            tracing::warn!(volume = %v.name, "refreshing the volume: {e}");
+        }
+        Err(e) => return Err(failed(&e)),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| failed(&e))?;
+    Ok(())
+}
+
 /// Unmounts memory-backed volumes and deletes the pod directory.
 pub fn teardown(pod_dir: &Path) -> Result<(), String> {
+    atomic_writer::forget(pod_dir);
+    if let (Some(uid), Ok(mut told)) = (pod_dir.file_name(), TOLD.lock()) {
+        let prefix = format!("{}/", uid.to_string_lossy());
+        told.retain(|k| !k.starts_with(&prefix));
+    }
     if let Ok(entries) = fs::read_dir(pod_dir.join("volumes")) {
         for e in entries.flatten() {
             if is_mount_point(&e.path()) {
@@ -338,5 +462,106 @@ mod tests {
         );
         assert!(claim_dir(&pod_dir, "default", "../x").is_err());
         assert!(claim_dir(&pod_dir, "default", "..").is_err());
+    }
+
+    fn api_data_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "p1", "labels": {"app": "web"}},
+            "spec": {
+                "containers": [{"name": "c", "volumeMounts": [
+                    {"name": "cfg", "mountPath": "/etc/cfg"},
+                    {"name": "cfg", "mountPath": "/etc/one", "subPath": "color"}
+                ]}],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "settings"}},
+                    {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 256,
+                        "items": [{"key": "password", "path": "db/pass", "mode": 288}]}},
+                    {"name": "info", "downwardAPI": {"items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+                ]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn objects(color: &str) -> ConfigObjects {
+        let cm = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "settings", "namespace": "default"},
+            "data": {"color": color}, "binaryData": {"raw": "AAEC"}
+        }))
+        .unwrap();
+        let secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "creds", "namespace": "default"},
+            "data": {"password": "aHVudGVyMg=="}
+        }))
+        .unwrap();
+        ConfigObjects::new("default", vec![cm], vec![secret])
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn api_data_volumes_are_written_read_only_and_refreshed() {
+        let data = tempfile::tempdir().unwrap();
+        let pod_dir = data.path().join("pods").join("p1");
+        let pod = api_data_pod();
+        let v = PodVolumes::prepare_with(&pod, &pod_dir, objects("blue")).unwrap();
+        let cfg = pod_dir.join("volumes/cfg");
+        assert_eq!(fs::read_to_string(cfg.join("color")).unwrap(), "blue");
+        assert_eq!(fs::read(cfg.join("raw")).unwrap(), vec![0, 1, 2]);
+        assert_eq!(mode(&cfg.join("color")), 0o644);
+        let creds = pod_dir.join("volumes/creds");
+        assert_eq!(
+            fs::read_to_string(creds.join("db/pass")).unwrap(),
+            "hunter2"
+        );
+        assert_eq!(mode(&creds.join("db/pass")), 0o440);
+        assert!(!creds.join("password").exists());
+        assert_eq!(
+            fs::read_to_string(pod_dir.join("volumes/info/labels")).unwrap(),
+            "app=\"web\""
+        );
+        let mounts = v
+            .mounts_for(
+                "spec.containers[0]",
+                &pod.spec.as_ref().unwrap().containers[0],
+            )
+            .unwrap();
+        assert!(
+            mounts.iter().all(|m| m.read_only),
+            "API data is mounted read-only"
+        );
+
+        // A changed ConfigMap replaces the files in place; a vanished one keeps the last content.
+        PodVolumes::prepare_with(&pod, &pod_dir, objects("green")).unwrap();
+        assert_eq!(fs::read_to_string(cfg.join("color")).unwrap(), "green");
+        PodVolumes::prepare_with(
+            &pod,
+            &pod_dir,
+            ConfigObjects::new("default", vec![], vec![]),
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(cfg.join("color")).unwrap(), "green");
+        teardown(&pod_dir).unwrap();
+        assert!(!pod_dir.exists());
+    }
+
+    #[test]
+    fn a_missing_config_map_names_the_volume() {
+        let data = tempfile::tempdir().unwrap();
+        let pod_dir = data.path().join("pods").join("p1");
+        let e = PodVolumes::prepare_with(
+            &api_data_pod(),
+            &pod_dir,
+            ConfigObjects::new("default", vec![], vec![]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "MountVolume.SetUp failed for volume \"cfg\" : configmap \"settings\" not found"
+        );
+        let _ = teardown(&pod_dir);
     }
 }

@@ -1,5 +1,6 @@
 //! The hub's side of the link: what nodes report lands in the hub's store, and each connected
-//! node is sent the pods bound to it whenever that set changes.
+//! node is sent the pods bound to it, with the ConfigMaps and Secrets they name, whenever that
+//! set changes.
 //!
 //! Owns: turning node reports into writes (Node objects, pod status, mirror pods, events, the
 //! final removal of a deleted pod), usage samples into the in-memory metrics table, and the
@@ -304,37 +305,176 @@ pub fn pods_for(store: &Store, node: &str) -> Result<Vec<Pod>, StoreError> {
         .collect())
 }
 
-/// What `node` must hold: its pods (see [`pods_for`]).
-pub fn desired_for(store: &Store, node: &str) -> Result<DesiredState, StoreError> {
-    Ok(DesiredState {
-        pods: pods_for(store, node)?,
-        ..DesiredState::default()
-    })
+/// A ConfigMap or Secret a pod names: kind ("ConfigMap" or "Secret"), namespace, name.
+pub type ConfigRef = (&'static str, String, String);
+
+/// Every ConfigMap and Secret `pod` names, in its own namespace: env valueFrom, envFrom,
+/// configMap/secret/projected volumes and imagePullSecrets, init and ephemeral containers
+/// included.
+pub fn config_refs(pod: &Pod) -> BTreeSet<ConfigRef> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let mut out = BTreeSet::new();
+    let mut add = |kind: &'static str, name: &str| {
+        if !name.is_empty() {
+            out.insert((kind, ns.clone(), name.to_string()));
+        }
+    };
+    let Some(spec) = &pod.spec else {
+        return out;
+    };
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let ephemeral = spec.ephemeral_containers.iter().flatten();
+    let envs = containers
+        .map(|c| (&c.env, &c.env_from))
+        .chain(ephemeral.map(|c| (&c.env, &c.env_from)));
+    for (env, env_from) in envs {
+        for v in env.iter().flatten() {
+            let Some(from) = &v.value_from else { continue };
+            if let Some(r) = &from.config_map_key_ref {
+                add("ConfigMap", &r.name);
+            }
+            if let Some(r) = &from.secret_key_ref {
+                add("Secret", &r.name);
+            }
+        }
+        for f in env_from.iter().flatten() {
+            if let Some(r) = &f.config_map_ref {
+                add("ConfigMap", &r.name);
+            }
+            if let Some(r) = &f.secret_ref {
+                add("Secret", &r.name);
+            }
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(c) = &v.config_map {
+            add("ConfigMap", &c.name);
+        }
+        if let Some(s) = &v.secret {
+            add("Secret", s.secret_name.as_deref().unwrap_or_default());
+        }
+        for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(c) = &p.config_map {
+                add("ConfigMap", &c.name);
+            }
+            if let Some(s) = &p.secret {
+                add("Secret", &s.name);
+            }
+        }
+    }
+    for s in spec.image_pull_secrets.iter().flatten() {
+        add("Secret", &s.name);
+    }
+    out
 }
 
-/// Sends each connected node its pods whenever a pod bound to it changes, a node connects,
-/// or [`RESYNC_EVERY`] passes. Runs until the process ends.
+/// What `node` must hold: its pods (see [`pods_for`]) and the ConfigMaps and Secrets they name
+/// that exist (a missing one keeps its pod waiting on the node until it is created).
+pub fn desired_for(store: &Store, node: &str) -> Result<DesiredState, StoreError> {
+    let pods = pods_for(store, node)?;
+    let refs: BTreeSet<ConfigRef> = pods.iter().flat_map(config_refs).collect();
+    let mut state = DesiredState {
+        pods,
+        ..DesiredState::default()
+    };
+    for (kind, ns, name) in refs {
+        let Some(obj) = store.get(kind, &ns, &name)? else {
+            continue;
+        };
+        // An object that does not decode is skipped rather than holding back the node's pods.
+        let decoded = match kind {
+            "ConfigMap" => serde_json::from_value(obj).map(|c| state.config_maps.push(c)),
+            _ => serde_json::from_value(obj).map(|s| state.secrets.push(s)),
+        };
+        // The decoder's message may quote a value: a Secret's must not reach the log.
+        if let Err(e) = decoded {
+            let why = if kind == "Secret" {
+                String::new()
+            } else {
+                format!(": {e}")
+            };
+            tracing::warn!(node, "{kind} {ns}/{name} does not decode{why}");
+        }
+    }
+    Ok(state)
+}
+
+/// The nodes whose pods name any of `changed` (ConfigMaps and Secrets).
+fn nodes_using(store: &Store, changed: &BTreeSet<ConfigRef>) -> Result<Vec<String>, StoreError> {
+    let mut out = BTreeSet::new();
+    for p in store.list("Pod", None, None)? {
+        let Some(node) = node_of(&p).map(str::to_string) else {
+            continue;
+        };
+        if out.contains(&node) || is_mirror(&p) {
+            continue;
+        }
+        let Ok(pod) = serde_json::from_value::<Pod>(p) else {
+            continue;
+        };
+        if config_refs(&pod).iter().any(|r| changed.contains(r)) {
+            out.insert(node);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Sends each connected node its desired state whenever a pod bound to it changes, a
+/// ConfigMap or Secret its pods name changes, a node connects, or [`RESYNC_EVERY`] passes.
+/// Runs until the process ends.
 pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
     let mut committed = store.subscribe();
     let mut connected = registry.subscribe();
-    let mut last = store.current_resource_version().unwrap_or(0);
+    let start = store.current_resource_version().unwrap_or(0);
+    // One cursor per kind: each kind's change log is read on its own.
+    let mut last = [start; 3];
     let mut dirty: BTreeSet<String> = registry.nodes().into_iter().collect();
     let mut next_resync = tokio::time::Instant::now() + RESYNC_EVERY;
     loop {
-        match store.changes_since("Pod", None, last, 10_000) {
-            Ok(changes) => {
-                for c in changes {
-                    last = c.resource_version;
-                    if let Some(n) = node_of(&c.object) {
-                        dirty.insert(n.to_string());
+        let mut changed_config: BTreeSet<ConfigRef> = BTreeSet::new();
+        for (i, kind) in ["Pod", "ConfigMap", "Secret"].into_iter().enumerate() {
+            match store.changes_since(kind, None, last[i], 10_000) {
+                Ok(changes) => {
+                    for c in changes {
+                        last[i] = c.resource_version;
+                        if kind == "Pod" {
+                            if let Some(n) = node_of(&c.object) {
+                                dirty.insert(n.to_string());
+                            }
+                            continue;
+                        }
+                        let meta = |f: &str| {
+                            c.object
+                                .pointer(&format!("/metadata/{f}"))
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        changed_config.insert((kind, meta("namespace"), meta("name")));
                     }
                 }
+                Err(StoreError::Expired { .. }) => {
+                    last[i] = store.current_resource_version().unwrap_or(last[i]);
+                    dirty.extend(registry.nodes());
+                }
+                Err(e) => tracing::warn!("dispatcher: reading {kind} changes: {e}"),
             }
-            Err(StoreError::Expired { .. }) => {
-                last = store.current_resource_version().unwrap_or(last);
-                dirty.extend(registry.nodes());
+        }
+        if !changed_config.is_empty() {
+            match nodes_using(&store, &changed_config) {
+                Ok(nodes) => dirty.extend(nodes),
+                Err(e) => {
+                    tracing::warn!("dispatcher: listing pods: {e}");
+                    dirty.extend(registry.nodes());
+                }
             }
-            Err(e) => tracing::warn!("dispatcher: reading changes: {e}"),
         }
         for node in std::mem::take(&mut dirty) {
             let Ok(link) = registry.get(&node) else {
@@ -360,5 +500,86 @@ pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
                 dirty.extend(registry.nodes());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_node_gets_the_config_maps_and_secrets_its_pods_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).unwrap();
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "apps", "uid": "p1"},
+            "spec": {
+                "nodeName": "pi-1",
+                "imagePullSecrets": [{"name": "pull"}],
+                "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "init-env"}}]}],
+                "containers": [{"name": "c", "env": [
+                    {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "env-cm", "key": "a"}}}
+                ]}],
+                "volumes": [
+                    {"name": "v", "configMap": {"name": "vol-cm"}},
+                    {"name": "p", "projected": {"sources": [{"secret": {"name": "proj"}}]}}
+                ]
+            }
+        });
+        store.put("Pod", &pod).unwrap();
+        for (kind, ns, name) in [
+            ("ConfigMap", "apps", "env-cm"),
+            ("ConfigMap", "apps", "vol-cm"),
+            ("ConfigMap", "apps", "unused"),
+            ("ConfigMap", "default", "env-cm"),
+            ("Secret", "apps", "pull"),
+            ("Secret", "apps", "init-env"),
+            ("Secret", "apps", "proj"),
+        ] {
+            store
+                .put(
+                    kind,
+                    &json!({"apiVersion": "v1", "kind": kind,
+                            "metadata": {"name": name, "namespace": ns, "uid": format!("{ns}-{name}")}}),
+                )
+                .unwrap();
+        }
+        let state = desired_for(&store, "pi-1").unwrap();
+        assert_eq!(state.pods.len(), 1);
+        let names = |v: Vec<(Option<String>, Option<String>)>| {
+            v.into_iter()
+                .map(|(ns, n)| format!("{}/{}", ns.unwrap_or_default(), n.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(
+                state
+                    .config_maps
+                    .iter()
+                    .map(|c| (c.metadata.namespace.clone(), c.metadata.name.clone()))
+                    .collect()
+            ),
+            ["apps/env-cm", "apps/vol-cm"]
+        );
+        assert_eq!(
+            names(
+                state
+                    .secrets
+                    .iter()
+                    .map(|c| (c.metadata.namespace.clone(), c.metadata.name.clone()))
+                    .collect()
+            ),
+            ["apps/init-env", "apps/proj", "apps/pull"]
+        );
+        assert!(desired_for(&store, "pi-2").unwrap().config_maps.is_empty());
+
+        let changed: BTreeSet<ConfigRef> =
+            [("ConfigMap", "apps".to_string(), "vol-cm".to_string())].into();
+        assert_eq!(nodes_using(&store, &changed).unwrap(), ["pi-1"]);
+        let other: BTreeSet<ConfigRef> =
+            [("ConfigMap", "default".to_string(), "env-cm".to_string())].into();
+        assert!(nodes_using(&store, &other).unwrap().is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! The in-process carrier: the hub's [`NodeLink`] to the agent running in the same process
-//! (`edgepod up`). Desired pods go straight into the agent's store; streams go to the agent's
-//! stream server.
+//! (`edgepod up`). Desired pods, and the ConfigMaps and Secrets they name, go straight into the
+//! agent's store (one transaction); streams go to the agent's stream server.
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -24,7 +24,7 @@ impl NodeLink for LocalNode {
         let store = Arc::clone(&self.agent_store);
         let hub = Arc::clone(&self.hub);
         Box::pin(async move {
-            let gone = tokio::task::spawn_blocking(move || api_pods::apply(&store, state.pods))
+            let gone = tokio::task::spawn_blocking(move || api_pods::apply(&store, state))
                 .await
                 .map_err(|e| LinkError::Failed(e.to_string()))?
                 .map_err(|e| LinkError::Failed(e.to_string()))?;

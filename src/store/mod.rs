@@ -107,6 +107,21 @@ pub enum StoreError {
     Expired { requested: u64, oldest: u64 },
 }
 
+/// Makes `path` readable by its owner only: the database holds Secrets.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    // Only when needed: a reader that does not own the file should not fail on a no-op.
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0) {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    })
+}
+
 /// A handle on the database, shared by threads and tokio tasks alike.
 pub struct Store {
     // One connection behind a mutex: SQLite serialises writers anyway, and a single connection
@@ -144,7 +159,16 @@ impl Store {
 
     fn open_once(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
+        owner_only(path)?;
         schema::configure(&conn, path)?;
+        // SQLite gives the -wal and -shm files the database's mode; older ones are fixed here.
+        for suffix in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            if Path::new(&p).exists() {
+                owner_only(Path::new(&p))?;
+            }
+        }
         schema::migrate(&mut conn, path)?;
         let current: i64 = conn.query_row("SELECT value FROM revision", [], |row| row.get(0))?;
         Ok(Store {

@@ -366,7 +366,7 @@ fn commit(store: &Store, msg: Message) -> Result<Outcome, StoreError> {
         let generation = msg.generation;
         let state = desired::resolve(current, msg);
         let stored = serde_json::to_string(&wire::StoredDesired::from(&state))?;
-        let gone = crate::agent::api_pods::apply_in(tx, state.pods)?;
+        let gone = crate::agent::api_pods::apply_in(tx, state)?;
         tx.set_setting(DESIRED_SETTING, &stored)?;
         tx.set_setting(GENERATION_SETTING, &generation.to_string())?;
         Ok(Outcome::Applied(generation, gone))
@@ -381,7 +381,7 @@ fn reapply_stored(store: &Store) -> Result<Vec<PodRef>, StoreError> {
         return Ok(Vec::new());
     };
     let state: DesiredState = state.into();
-    store.write(|tx| crate::agent::api_pods::apply_in(tx, state.pods))
+    store.write(|tx| crate::agent::api_pods::apply_in(tx, state))
 }
 
 async fn queue(inner: &Arc<Inner>, key: &str, report: &Value) {
