@@ -266,3 +266,67 @@ fn devices_join_with_a_token_over_tls_and_a_revoked_one_is_cut_off() {
     fleet.wait_node_ready("n2", "Unknown", 60);
     fleet.wait_node_ready("n1", "True", 10);
 }
+
+#[test]
+fn config_maps_and_secrets_reach_the_remote_node_that_uses_them() {
+    let fleet = Fleet::start(&["n1", "n2"], &[]);
+    fleet.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=color=blue",
+    ]);
+    fleet.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    fleet.apply_yaml(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: uses-config
+  labels: {app: pinned}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, 'echo color=$COLOR; cat /creds/password; echo; sleep 3600']
+    env:
+    - name: COLOR
+      valueFrom: {configMapKeyRef: {name: settings, key: color}}
+    volumeMounts:
+    - {name: creds, mountPath: /creds}
+  volumes:
+  - name: creds
+    secret: {secretName: creds}
+",
+    );
+    fleet.wait_for("the pod Running with its config", 60, || {
+        all_running(&fleet.pods("app=pinned"), 1).then_some(())
+    });
+    let n1 = &fleet.agents[0];
+    let logs = fleet.wait_for("the pod's output on n1", 30, || {
+        let l = n1.local_logs("uses-config");
+        l.contains("s3cret").then_some(l)
+    });
+    assert!(logs.contains("color=blue"), "{logs}");
+    // Only the node whose pod names them holds them, and no log shows the secret's value.
+    let secrets = |dir: &std::path::Path| -> Vec<String> {
+        let store = edgepod::store::Store::open_in(dir).unwrap();
+        store
+            .list("Secret", None, None)
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.pointer("/metadata/name")?.as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(secrets(&n1.dir), ["creds"]);
+    assert!(secrets(&fleet.agents[1].dir).is_empty());
+    assert!(!n1.log().contains("s3cret"));
+    assert!(!fleet.log_tail("hub.log").contains("s3cret"));
+}

@@ -438,6 +438,17 @@ impl Agent {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// `edgepod logs POD` on the device itself.
+    pub fn local_logs(&self, pod: &str) -> String {
+        let out = Command::new(bin())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["logs", pod])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// `edgepod get pods` on the device itself (its own store, no hub).
     pub fn local_pods(&self) -> String {
         let out = Command::new(bin())
