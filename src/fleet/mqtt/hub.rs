@@ -6,7 +6,8 @@
 //! outside the chain of generations sent since the last snapshot, or a node asking for one, gets
 //! a new snapshot. Up: outbox batches, applied to the hub's store in arrival order and then
 //! acknowledged by sequence number; presence (Last Will) connects and disconnects nodes in the
-//! [`NodeRegistry`]; heartbeats and usage samples.
+//! [`NodeRegistry`]; heartbeats and usage samples. Logs, exec and port-forward are sessions of
+//! [`super::stream`]: their frames are handed to it as they arrive, ahead of status batches.
 //!
 //! Owns: the per-node link state (what was sent, what was applied). Must not touch: the store
 //! except through [`HubSide`], and the broker's sessions (a lost broker session only means the
