@@ -13,6 +13,7 @@ use crate::fleet::mqtt::envelope::{Signer, generate_key};
 use crate::fleet::mqtt::topics::Topics;
 use crate::fleet::{
     ByteReader, Duplex, ExecExit, ExecRequest, ExecSession, LinkError, LogRequest, PodRef,
+    TerminalSize,
 };
 
 const NODE: &str = "pi-1";
@@ -23,6 +24,8 @@ struct Fake {
     execs: AtomicUsize,
     /// Bytes the endless log has handed out so far.
     endless_read: Arc<AtomicUsize>,
+    /// Terminal sizes a tty session was sent.
+    sizes: Arc<Mutex<Vec<TerminalSize>>>,
 }
 
 /// An endless log that counts what is read of it.
@@ -64,9 +67,36 @@ impl StreamServer for Fake {
     }
 
     /// `cat`, then "err" on stderr and exit 3 once stdin ends.
-    fn exec(&self, _req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>> {
+    fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>> {
         self.execs.fetch_add(1, Ordering::SeqCst);
+        let sizes = Arc::clone(&self.sizes);
         Box::pin(async move {
+            if req.tty {
+                // A terminal: no stderr, resizes recorded, exit 0 after the second one.
+                let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+                let (exit_tx, exit) = tokio::sync::oneshot::channel();
+                let (out_w, stdout) = tokio::io::duplex(64);
+                tokio::spawn(async move {
+                    let _out = out_w;
+                    while let Some(size) = rx.recv().await {
+                        let n = sizes.lock().map(|mut s| {
+                            s.push(size);
+                            s.len()
+                        });
+                        if n.unwrap_or(0) == 2 {
+                            break;
+                        }
+                    }
+                    let _ = exit_tx.send(ExecExit::Code(0));
+                });
+                return Ok(ExecSession {
+                    stdin: None,
+                    stdout: Some(Box::pin(stdout)),
+                    stderr: None,
+                    resize: Some(tx),
+                    exit,
+                });
+            }
             let (stdin, mut input) = tokio::io::duplex(4096);
             let (mut out_w, stdout) = tokio::io::duplex(4096);
             let (mut err_w, stderr) = tokio::io::duplex(4096);
@@ -424,4 +454,48 @@ async fn a_silent_node_fails_the_exec_and_an_offline_one_ends_its_sessions() {
         .unwrap()
         .unwrap();
     assert_eq!(exit, ExecExit::Error("node pi-1 went offline".into()));
+}
+
+#[tokio::test]
+async fn a_terminal_session_carries_resizes_and_opens_only_its_streams() {
+    let p = pair(Timing::default());
+    let session = p
+        .hub
+        .exec(
+            NODE,
+            ExecRequest {
+                pod: pod("web"),
+                command: vec!["sh".into()],
+                stdout: true,
+                tty: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(session.stdin.is_none() && session.stderr.is_none());
+    let resize = session.resize.clone().unwrap();
+    for (width, height) in [(80, 24), (120, 40)] {
+        resize.send(TerminalSize { width, height }).await.unwrap();
+    }
+    let mut out = Vec::new();
+    session.stdout.unwrap().read_to_end(&mut out).await.unwrap();
+    let exit = tokio::time::timeout(LIMIT, session.exit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, ExecExit::Code(0));
+    assert_eq!(
+        *p.fake.sizes.lock().unwrap(),
+        vec![
+            TerminalSize {
+                width: 80,
+                height: 24
+            },
+            TerminalSize {
+                width: 120,
+                height: 40
+            }
+        ]
+    );
 }
