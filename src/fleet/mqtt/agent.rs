@@ -10,6 +10,9 @@
 //! Desired state is acknowledged to the broker (manual acks) only after it is committed to the
 //! store with its generation, in the same transaction as the pods.
 //!
+//! Log, exec and port-forward frames (`in/stream/SID`) and the hub's presence go to the node's
+//! stream sessions ([`super::stream::NodeSide`]), acknowledged in order off the connection's loop.
+//!
 //! Owns: the node's MQTT session. Must not touch: the reconcile loop or the runtime; desired pods
 //! enter the store through [`crate::agent::api_pods`].
 use std::sync::Arc;

@@ -499,3 +499,27 @@ async fn a_terminal_session_carries_resizes_and_opens_only_its_streams() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_hubs_last_will_ends_the_nodes_sessions() {
+    let p = pair(Timing::default());
+    let _r = p
+        .hub
+        .logs(
+            NODE,
+            LogRequest {
+                pod: pod("endless"),
+                follow: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.node.sessions(), 1);
+    p.node.hub_presence(br#"{"online":true}"#);
+    assert_eq!(p.node.sessions(), 1);
+    p.node.hub_presence(br#"{"online":false}"#);
+    until("the node drops the session", || p.node.sessions() == 0).await;
+    p.hub.broker_lost();
+    assert_eq!(p.hub.sessions(), 0);
+}
