@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::streams::NodeStreams;
 use crate::agent::{self, AgentConfig, AgentError};
 use crate::fleet::mqtt::agent::AgentLinkConfig;
 use crate::fleet::mqtt::client::Connection;
@@ -33,6 +34,8 @@ pub fn run(
     agent::install_stop_signals()?;
     let store = Arc::new(Store::open_in(&cfg.data_dir).map_err(Box::new)?);
     let node = cfg.node_name.clone();
+    let runtime = crate::runtime::Runtime::new(&cfg.data_dir, cfg.log_rotation)?;
+    let streams = NodeStreams::new(runtime, Arc::clone(&store), &node);
     let report = agent::report::ReportConfig {
         heartbeat: cfg.node_status_update_frequency,
         node_name: node.clone(),
@@ -55,6 +58,7 @@ pub fn run(
                 topics: Topics::new(&hub.cluster),
                 node,
                 hub_key: hub.hub_key,
+                streams: Some(Arc::new(streams)),
             },
             Arc::clone(&store),
         )

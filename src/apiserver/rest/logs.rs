@@ -12,7 +12,9 @@ use crate::fleet::{LinkError, LogRequest, PodRef};
 
 pub fn link_error(e: LinkError) -> ApiError {
     match e {
-        LinkError::NodeUnavailable(_) => ApiError::unavailable(e.to_string()),
+        // 503 without Retry-After: with it client-go silently retries ten times a second apart,
+        // and a node that is offline does not come back in seconds; kubectl says so at once.
+        LinkError::NodeUnavailable(_) => ApiError::new(503, "ServiceUnavailable", e.to_string()),
         LinkError::PodNotFound { .. } => ApiError::new(404, "NotFound", e.to_string()),
         LinkError::ContainerNotFound { .. } | LinkError::BadRequest(_) => {
             ApiError::bad_request(e.to_string())

@@ -10,6 +10,9 @@
 //! Desired state is acknowledged to the broker (manual acks) only after it is committed to the
 //! store with its generation, in the same transaction as the pods.
 //!
+//! Log, exec and port-forward frames (`in/stream/SID`) and the hub's presence go to the node's
+//! stream sessions ([`super::stream::NodeSide`]), acknowledged in order off the connection's loop.
+//!
 //! Owns: the node's MQTT session. Must not touch: the reconcile loop or the runtime; desired pods
 //! enter the store through [`crate::agent::api_pods`].
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use serde_json::{Value, json};
 
 use super::client::{Backoff, Connection};
 use super::desired::{self, Message};
+use super::stream::{NodeSide, StreamServer, Timing};
 use super::topics::{self, Topics};
 use super::{envelope, wire};
 use crate::fleet::metrics::NodeMetricsReport;
@@ -52,6 +56,9 @@ pub struct AgentLinkConfig {
     pub node: String,
     /// The hub's ed25519 public key: desired state signed with anything else is refused.
     pub hub_key: Vec<u8>,
+    /// Serves `kubectl logs`, `exec`, `attach` and `port-forward` for this node's pods; without
+    /// it stream requests go unanswered.
+    pub streams: Option<Arc<dyn StreamServer>>,
 }
 
 struct Inner {
@@ -66,6 +73,10 @@ struct Inner {
     /// The last full Node status queued (heartbeat times blanked) and when.
     node_status: Mutex<Option<(Value, Instant)>>,
     last_ack: Mutex<Instant>,
+    streams: Option<NodeSide>,
+    /// Stream frames to acknowledge, in order, off the connection's loop (which must not wait
+    /// on a client queue that its own polling drains).
+    acks: tokio::sync::mpsc::UnboundedSender<Publish>,
 }
 
 /// The node's [`HubLink`] over MQTT; [`start`] makes one.
@@ -83,6 +94,23 @@ pub fn start(cfg: AgentLinkConfig, store: Arc<Store>) -> Result<MqttHubLink, Lin
     // Desired state is acknowledged only once it is committed (see the module doc).
     options.set_manual_acks(true);
     let (client, eventloop) = AsyncClient::new(options, 64);
+    let streams = cfg.streams.map(|server| {
+        NodeSide::new(
+            server,
+            Arc::new(client.clone()),
+            cfg.topics.clone(),
+            &cfg.node,
+            cfg.hub_key.clone(),
+            Timing::default(),
+        )
+    });
+    let (acks, mut to_ack) = tokio::sync::mpsc::unbounded_channel::<Publish>();
+    let acker = client.clone();
+    tokio::spawn(async move {
+        while let Some(p) = to_ack.recv().await {
+            let _ = acker.ack(&p).await;
+        }
+    });
     let inner = Arc::new(Inner {
         store,
         client,
@@ -94,6 +122,8 @@ pub fn start(cfg: AgentLinkConfig, store: Arc<Store>) -> Result<MqttHubLink, Lin
         online: AtomicBool::new(false),
         node_status: Mutex::new(None),
         last_ack: Mutex::new(Instant::now()),
+        streams,
+        acks,
     });
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(drive(Arc::clone(&inner), eventloop, desired_tx));
@@ -122,7 +152,12 @@ async fn drive(
                 let inbox = inner.topics.node_inbox(&inner.node);
                 let presence = inner.topics.from_node(&inner.node, topics::PRESENCE);
                 let resubscribe = !ack.session_present;
+                // Stream sessions end when the hub's Last Will says it is gone.
+                let hub_presence = inner.streams.is_some().then(|| inner.topics.hub_presence());
                 tokio::spawn(async move {
+                    if let Some(t) = hub_presence {
+                        let _ = c.subscribe(t, QoS::AtLeastOnce).await;
+                    }
                     // A kept session keeps the subscription; subscribing again would make the
                     // broker resend the retained snapshot for nothing.
                     if resubscribe {
@@ -141,6 +176,18 @@ async fn drive(
                 inner.connected.send_modify(|n| *n += 1);
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                if let Some(streams) = &inner.streams {
+                    if streams.is_stream_topic(&p.topic) {
+                        streams.incoming(&p.topic, &p.payload);
+                        let _ = inner.acks.send(p);
+                        continue;
+                    }
+                    if p.topic == inner.topics.hub_presence() {
+                        streams.hub_presence(&p.payload);
+                        let _ = inner.acks.send(p);
+                        continue;
+                    }
+                }
                 match inner.topics.parse_to_node(&inner.node, &p.topic) {
                     Some(topics::DESIRED | topics::DELTA) => {
                         let _ = desired.send(p);
@@ -158,6 +205,9 @@ async fn drive(
             Err(e) => {
                 if inner.online.swap(false, Ordering::SeqCst) {
                     tracing::warn!(node = %inner.node, "lost the broker: {e}; workloads keep running");
+                    if let Some(streams) = &inner.streams {
+                        streams.close_all("the node lost the broker");
+                    }
                     inner.connected.send_modify(|n| *n += 1);
                 } else {
                     tracing::debug!(node = %inner.node, "broker unreachable: {e}");

@@ -6,7 +6,8 @@
 //! outside the chain of generations sent since the last snapshot, or a node asking for one, gets
 //! a new snapshot. Up: outbox batches, applied to the hub's store in arrival order and then
 //! acknowledged by sequence number; presence (Last Will) connects and disconnects nodes in the
-//! [`NodeRegistry`]; heartbeats and usage samples.
+//! [`NodeRegistry`]; heartbeats and usage samples. Logs, exec and port-forward are sessions of
+//! [`super::stream`]: their frames are handed to it as they arrive, ahead of status batches.
 //!
 //! Owns: the per-node link state (what was sent, what was applied). Must not touch: the store
 //! except through [`HubSide`], and the broker's sessions (a lost broker session only means the
@@ -23,6 +24,7 @@ use serde_json::Value;
 
 use super::client::{Backoff, Connection};
 use super::envelope::Signer;
+use super::stream::{HubStreams, Timing};
 use super::topics::{self, Topics};
 use super::{desired, wire};
 use crate::fleet::hub::HubSide;
@@ -56,7 +58,9 @@ struct NodeState {
 struct Inner {
     client: AsyncClient,
     topics: Topics,
-    signer: Signer,
+    signer: Arc<Signer>,
+    /// Log, exec and port-forward sessions with nodes.
+    streams: HubStreams,
     store: Arc<Store>,
     side: Arc<HubSide>,
     registry: Arc<NodeRegistry>,
@@ -82,10 +86,18 @@ pub fn start(
     connection.last_will = Some((cfg.topics.hub_presence(), br#"{"online":false}"#.to_vec()));
     let options = connection.options()?;
     let (client, eventloop) = AsyncClient::new(options, 1024);
+    let signer = Arc::new(cfg.signer);
+    let streams = HubStreams::new(
+        Arc::new(client.clone()),
+        Arc::clone(&signer),
+        cfg.topics.clone(),
+        Timing::default(),
+    );
     let inner = Arc::new(Inner {
         client,
         topics: cfg.topics,
-        signer: cfg.signer,
+        signer,
+        streams,
         store,
         side,
         registry,
@@ -155,12 +167,16 @@ async fn drive(
                 });
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                let _ = tx.send(p);
+                // Stream frames go straight to their session, not behind status batches.
+                if !inner.streams.incoming(&p.topic, &p.payload) {
+                    let _ = tx.send(p);
+                }
             }
             Ok(_) => {}
             Err(e) => {
                 if inner.online.swap(false, Ordering::SeqCst) {
                     tracing::warn!("hub lost the broker: {e}");
+                    inner.streams.broker_lost();
                 } else {
                     tracing::debug!("broker unreachable: {e}");
                 }
@@ -198,6 +214,7 @@ async fn process(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedReceiver
                 Ok(Presence { online: false }) => {
                     tracing::info!(node = %node, "node offline");
                     inner.registry.disconnect(&node);
+                    inner.streams.node_offline(&node);
                 }
                 Err(_) => tracing::warn!(node = %node, "ignoring a malformed presence message"),
             },
@@ -414,13 +431,6 @@ struct MqttNode {
     node: String,
 }
 
-fn no_streams<T: Send + 'static>(node: &str) -> BoxFuture<'static, Result<T, LinkError>> {
-    let msg = format!(
-        "node {node} is reached over MQTT, which does not carry logs, exec or port-forward yet"
-    );
-    Box::pin(async move { Err(LinkError::BadRequest(msg)) })
-}
-
 impl NodeLink for MqttNode {
     fn desired(&self, state: DesiredState) -> BoxFuture<'static, Result<(), LinkError>> {
         let inner = Arc::clone(&self.inner);
@@ -428,19 +438,25 @@ impl NodeLink for MqttNode {
         Box::pin(async move { send(&inner, &node, state).await })
     }
 
-    fn logs(&self, _req: LogRequest) -> BoxFuture<'static, Result<ByteReader, LinkError>> {
-        no_streams(&self.node)
+    fn logs(&self, req: LogRequest) -> BoxFuture<'static, Result<ByteReader, LinkError>> {
+        let streams = self.inner.streams.clone();
+        let node = self.node.clone();
+        Box::pin(async move { streams.logs(&node, req).await })
     }
 
-    fn exec(&self, _req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>> {
-        no_streams(&self.node)
+    fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, LinkError>> {
+        let streams = self.inner.streams.clone();
+        let node = self.node.clone();
+        Box::pin(async move { streams.exec(&node, req).await })
     }
 
     fn port_forward(
         &self,
-        _pod: PodRef,
-        _port: u16,
+        pod: PodRef,
+        port: u16,
     ) -> BoxFuture<'static, Result<Box<dyn Duplex>, LinkError>> {
-        no_streams(&self.node)
+        let streams = self.inner.streams.clone();
+        let node = self.node.clone();
+        Box::pin(async move { streams.port_forward(&node, pod, port).await })
     }
 }
