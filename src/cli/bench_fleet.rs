@@ -68,7 +68,9 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> anyhow::Result<Du
         if t.elapsed() > Duration::from_secs(secs) {
             bail!("timed out after {secs} s waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Each poll lists every pod over HTTPS: often enough to time in quarters of a second,
+        // rarely enough not to load the hub it measures.
+        std::thread::sleep(Duration::from_millis(250));
     }
     Ok(t.elapsed())
 }

@@ -378,32 +378,66 @@ pub fn config_refs(pod: &Pod) -> BTreeSet<ConfigRef> {
 /// What `node` must hold: its pods (see [`pods_for`]) and the ConfigMaps and Secrets they name
 /// that exist (a missing one keeps its pod waiting on the node until it is created).
 pub fn desired_for(store: &Store, node: &str) -> Result<DesiredState, StoreError> {
-    let pods = pods_for(store, node)?;
-    let refs: BTreeSet<ConfigRef> = pods.iter().flat_map(config_refs).collect();
-    let mut state = DesiredState {
-        pods,
-        ..DesiredState::default()
-    };
-    for (kind, ns, name) in refs {
-        let Some(obj) = store.get(kind, &ns, &name)? else {
+    let wanted = BTreeSet::from([node.to_string()]);
+    Ok(desired_for_nodes(store, &wanted)?
+        .remove(node)
+        .unwrap_or_default())
+}
+
+/// [`desired_for`] of several nodes from one listing of the pods: a fleet-wide resync costs
+/// one pass over the pods, not one per node.
+pub fn desired_for_nodes(
+    store: &Store,
+    nodes: &BTreeSet<String>,
+) -> Result<BTreeMap<String, DesiredState>, StoreError> {
+    let mut out: BTreeMap<String, DesiredState> = nodes
+        .iter()
+        .map(|n| (n.clone(), DesiredState::default()))
+        .collect();
+    for p in store.list("Pod", None, None)? {
+        let Some(state) = node_of(&p).and_then(|n| out.get_mut(n)) else {
             continue;
         };
-        // An object that does not decode is skipped rather than holding back the node's pods.
-        let decoded = match kind {
-            "ConfigMap" => serde_json::from_value(obj).map(|c| state.config_maps.push(c)),
-            _ => serde_json::from_value(obj).map(|s| state.secrets.push(s)),
-        };
-        // The decoder's message may quote a value: a Secret's must not reach the log.
-        if let Err(e) = decoded {
-            let why = if kind == "Secret" {
-                String::new()
-            } else {
-                format!(": {e}")
-            };
-            tracing::warn!(node, "{kind} {ns}/{name} does not decode{why}");
+        if is_mirror(&p) {
+            continue;
+        }
+        if let Ok(pod) = serde_json::from_value::<Pod>(p) {
+            state.pods.push(pod);
         }
     }
-    Ok(state)
+    // Each ConfigMap or Secret is read once, however many nodes use it.
+    let mut objects: BTreeMap<ConfigRef, Option<Value>> = BTreeMap::new();
+    for (node, state) in &mut out {
+        let refs: BTreeSet<ConfigRef> = state.pods.iter().flat_map(config_refs).collect();
+        for r in refs {
+            if !objects.contains_key(&r) {
+                let obj = store.get(r.0, &r.1, &r.2)?;
+                objects.insert(r.clone(), obj);
+            }
+            if let Some(Some(obj)) = objects.get(&r) {
+                add_config(state, node, &r, obj.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn add_config(state: &mut DesiredState, node: &str, r: &ConfigRef, obj: Value) {
+    let (kind, ns, name) = (r.0, &r.1, &r.2);
+    // An object that does not decode is skipped rather than holding back the node's pods.
+    let decoded = match kind {
+        "ConfigMap" => serde_json::from_value(obj).map(|c| state.config_maps.push(c)),
+        _ => serde_json::from_value(obj).map(|s| state.secrets.push(s)),
+    };
+    // The decoder's message may quote a value: a Secret's must not reach the log.
+    if let Err(e) = decoded {
+        let why = if kind == "Secret" {
+            String::new()
+        } else {
+            format!(": {e}")
+        };
+        tracing::warn!(node, "{kind} {ns}/{name} does not decode{why}");
+    }
 }
 
 /// The nodes whose pods name any of `changed` (ConfigMaps and Secrets).
@@ -436,6 +470,7 @@ pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
     // One cursor per kind: each kind's change log is read on its own.
     let mut last = [start; 3];
     let mut dirty: BTreeSet<String> = registry.nodes().into_iter().collect();
+    registry.take_connected();
     let mut next_resync = tokio::time::Instant::now() + RESYNC_EVERY;
     loop {
         let mut changed_config: BTreeSet<ConfigRef> = BTreeSet::new();
@@ -476,24 +511,30 @@ pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
                 }
             }
         }
-        for node in std::mem::take(&mut dirty) {
-            let Ok(link) = registry.get(&node) else {
-                continue;
-            };
-            match desired_for(&store, &node) {
-                Ok(state) => {
-                    if let Err(e) = link.desired(state).await {
-                        tracing::warn!(node = %node, "sending desired pods: {e}");
+        let connected_dirty: BTreeSet<String> = std::mem::take(&mut dirty)
+            .into_iter()
+            .filter(|n| registry.get(n).is_ok())
+            .collect();
+        if !connected_dirty.is_empty() {
+            match desired_for_nodes(&store, &connected_dirty) {
+                Ok(states) => {
+                    for (node, state) in states {
+                        let Ok(link) = registry.get(&node) else {
+                            continue;
+                        };
+                        if let Err(e) = link.desired(state).await {
+                            tracing::warn!(node = %node, "sending desired pods: {e}");
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(node = %node, "listing pods: {e}"),
+                Err(e) => tracing::warn!("dispatcher: listing pods: {e}"),
             }
         }
         tokio::select! {
             r = committed.changed() => if r.is_err() { return },
             r = connected.changed() => {
                 if r.is_err() { return }
-                dirty.extend(registry.nodes());
+                dirty.extend(registry.take_connected());
             }
             _ = tokio::time::sleep_until(next_resync) => {
                 next_resync = tokio::time::Instant::now() + RESYNC_EVERY;

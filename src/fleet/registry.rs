@@ -12,6 +12,9 @@ pub struct NodeRegistry {
     links: RwLock<BTreeMap<String, Arc<dyn NodeLink>>>,
     /// Bumped on every connect and disconnect, so the dispatcher resends desired pods.
     changed: tokio::sync::watch::Sender<u64>,
+    /// The nodes that connected since the dispatcher last asked: a node joining a fleet of a
+    /// thousand costs one node's desired state, not everyone's.
+    connected_since: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl NodeRegistry {
@@ -22,6 +25,9 @@ impl NodeRegistry {
     pub fn connect(&self, node: &str, link: Arc<dyn NodeLink>) {
         if let Ok(mut links) = self.links.write() {
             links.insert(node.to_string(), link);
+        }
+        if let Ok(mut since) = self.connected_since.lock() {
+            since.insert(node.to_string());
         }
         self.changed.send_modify(|n| *n += 1);
     }
@@ -45,6 +51,14 @@ impl NodeRegistry {
         self.links
             .read()
             .map(|links| links.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes the nodes connected (or reconnected) since the last call.
+    pub fn take_connected(&self) -> std::collections::BTreeSet<String> {
+        self.connected_since
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default()
     }
 
