@@ -1,0 +1,276 @@
+//! The broker's shared state: sessions by client id, the subscription tree and the retained
+//! messages, behind one lock, and the rules that change them together: attaching a connection
+//! to a session (takeover, clean or persistent), detaching it (and its Last Will), routing a
+//! publish to every matching session's queue, and retained messages under a byte budget.
+//!
+//! Lock order: the router's lock, then a session's. Nothing here waits on a socket. Owns no
+//! connection I/O (connection.rs) and no policy beyond asking the [`Authorizer`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::LastWill;
+
+use super::acl::{Authorizer, ClientIdentity};
+use super::session::{Link, Msg, Session};
+use super::subtree::SubTree;
+use super::topic;
+
+pub(super) struct Router {
+    pub authorizer: Arc<dyn Authorizer>,
+    pub max_queued: usize,
+    max_retained_bytes: usize,
+    next_conn_id: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<Arc<str>, Arc<Session>>,
+    subs: SubTree,
+    retained: HashMap<Arc<str>, Retained>,
+    retained_bytes: usize,
+}
+
+struct Retained {
+    payload: Bytes,
+    qos: QoS,
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) { a } else { b }
+}
+
+impl Router {
+    pub fn new(
+        authorizer: Arc<dyn Authorizer>,
+        max_queued: usize,
+        max_retained_bytes: usize,
+    ) -> Router {
+        Router {
+            authorizer,
+            max_queued,
+            max_retained_bytes,
+            next_conn_id: AtomicU64::new(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Every update keeps the maps consistent at each step, so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives the client id's session to a new connection: an existing connection is closed
+    /// (MQTT 3.1.1 §3.1.4) and its Will published, as Mosquitto does; a persistent session is
+    /// resumed unless `clean`. Returns the session and whether it was resumed (CONNACK's
+    /// session_present).
+    pub fn attach(&self, client_id: &str, clean: bool, link: Link) -> (Arc<Session>, bool) {
+        let mut st = self.lock();
+        let mut link = Some(link);
+        let mut orphan_will = None;
+        let mut resumed = None;
+        if let Some(session) = st.sessions.get(client_id).cloned() {
+            let mut ss = session.lock();
+            if let Some(old) = ss.link.take() {
+                tracing::info!(client_id, "MQTT client id connected again: closing its old connection");
+                old.kill.notify_one();
+                orphan_will = old.will.map(|w| (old.identity, w));
+            }
+            if session.persistent && !clean {
+                ss.link = link.take();
+                // Whatever waits in the queue goes to the new connection.
+                ss.wake();
+                drop(ss);
+                resumed = Some(session);
+            } else {
+                let filters: Vec<String> = ss.subscriptions.drain().map(|(f, _)| f).collect();
+                drop(ss);
+                for f in filters {
+                    st.subs.remove(&f, client_id);
+                }
+                st.sessions.remove(client_id);
+            }
+        }
+        let (session, present) = match resumed {
+            Some(s) => (s, true),
+            None => {
+                let s = Arc::new(Session::new(Arc::from(client_id), !clean, self.max_queued));
+                s.lock().link = link.take();
+                st.sessions.insert(s.client_id.clone(), s.clone());
+                (s, false)
+            }
+        };
+        if let Some((identity, will)) = orphan_will {
+            self.publish_will_locked(&mut st, &identity, will);
+        }
+        (session, present)
+    }
+
+    /// The connection `conn_id` serving `session` ended: a clean session goes away, a
+    /// persistent one stays to collect QoS 1 messages. The Will is published when the end was
+    /// not a DISCONNECT (`abnormal`). Nothing happens when another connection took over.
+    pub fn detach(&self, session: &Arc<Session>, conn_id: u64, abnormal: bool) {
+        let mut st = self.lock();
+        let mut ss = session.lock();
+        let Some(link) = ss.link.take_if(|l| l.conn_id == conn_id) else {
+            return;
+        };
+        if !session.persistent {
+            let filters: Vec<String> = ss.subscriptions.drain().map(|(f, _)| f).collect();
+            drop(ss);
+            for f in filters {
+                st.subs.remove(&f, &session.client_id);
+            }
+            if st
+                .sessions
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                st.sessions.remove(&session.client_id);
+            }
+        } else {
+            drop(ss);
+        }
+        if abnormal && let Some(will) = link.will {
+            self.publish_will_locked(&mut st, &link.identity, will);
+        }
+    }
+
+    /// Whether `conn_id` still serves `session` (it was not taken over).
+    fn current(st: &State, session: &Arc<Session>, conn_id: u64) -> bool {
+        st.sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+            && session
+                .lock()
+                .link
+                .as_ref()
+                .is_some_and(|l| l.conn_id == conn_id)
+    }
+
+    /// Adds a granted subscription and returns the retained messages it matches, to be sent
+    /// after the SUBACK with RETAIN set.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        conn_id: u64,
+        filter: &str,
+        qos: QoS,
+    ) -> Vec<Msg> {
+        let mut st = self.lock();
+        if !Self::current(&st, session, conn_id) {
+            return Vec::new();
+        }
+        st.subs.insert(filter, &session.client_id, qos);
+        session.lock().subscriptions.insert(filter.to_string(), qos);
+        st.retained
+            .iter()
+            .filter(|(t, _)| topic::matches(t, filter))
+            .map(|(t, r)| Msg {
+                topic: t.clone(),
+                payload: r.payload.clone(),
+                qos: min_qos(r.qos, qos),
+                retain: true,
+            })
+            .collect()
+    }
+
+    pub fn unsubscribe(&self, session: &Arc<Session>, conn_id: u64, filter: &str) {
+        let mut st = self.lock();
+        if !Self::current(&st, session, conn_id) {
+            return;
+        }
+        if session.lock().subscriptions.remove(filter).is_some() {
+            st.subs.remove(filter, &session.client_id);
+        }
+    }
+
+    /// A client's (already authorized) PUBLISH: retained if asked, then queued for every
+    /// matching subscriber.
+    pub fn publish(&self, msg: Msg) {
+        let mut st = self.lock();
+        if msg.retain {
+            self.retain_locked(&mut st, &msg);
+        }
+        Self::route_locked(&mut st, msg);
+    }
+
+    fn publish_will_locked(&self, st: &mut State, identity: &ClientIdentity, will: LastWill) {
+        if !topic::valid_topic(&will.topic) || !self.authorizer.publish(identity, &will.topic) {
+            tracing::debug!(client_id = %identity.client_id, topic = %will.topic, "MQTT Will not authorized: dropped");
+            return;
+        }
+        tracing::debug!(client_id = %identity.client_id, topic = %will.topic, "publishing MQTT Will");
+        let msg = Msg {
+            topic: Arc::from(will.topic.as_str()),
+            payload: will.message,
+            qos: min_qos(will.qos, QoS::AtLeastOnce),
+            retain: will.retain,
+        };
+        if msg.retain {
+            self.retain_locked(st, &msg);
+        }
+        Self::route_locked(st, msg);
+    }
+
+    fn route_locked(st: &mut State, msg: Msg) {
+        let mut targets = HashMap::new();
+        st.subs.collect(&msg.topic, &mut targets);
+        for (client, granted) in targets {
+            if let Some(session) = st.sessions.get(&client) {
+                let copy = Msg {
+                    // Sent because of an established subscription: RETAIN 0 (§3.3.1.3).
+                    retain: false,
+                    qos: min_qos(msg.qos, granted),
+                    ..msg.clone()
+                };
+                session.lock().enqueue(&client, copy);
+            }
+        }
+    }
+
+    /// Stores (or, with an empty payload, clears) the topic's retained message within the byte
+    /// budget. A message over budget is not kept and neither is the one it replaces: a late
+    /// subscriber must not get state older than what was last published.
+    fn retain_locked(&self, st: &mut State, msg: &Msg) {
+        if let Some(old) = st.retained.remove(&msg.topic) {
+            st.retained_bytes -= msg.topic.len() + old.payload.len();
+        }
+        if msg.payload.is_empty() {
+            return;
+        }
+        let size = msg.topic.len() + msg.payload.len();
+        if st.retained_bytes + size > self.max_retained_bytes {
+            tracing::warn!(
+                topic = %msg.topic,
+                size,
+                stored = st.retained_bytes,
+                limit = self.max_retained_bytes,
+                "MQTT retained messages over their byte limit: not retaining this one"
+            );
+            return;
+        }
+        st.retained_bytes += size;
+        st.retained.insert(
+            msg.topic.clone(),
+            Retained {
+                payload: msg.payload.clone(),
+                qos: msg.qos,
+            },
+        );
+    }
+
+    /// (sessions, retained messages, retained bytes): for logs and tests.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.lock();
+        (st.sessions.len(), st.retained.len(), st.retained_bytes)
+    }
+}
