@@ -98,7 +98,7 @@ pub(super) async fn serve(
 ) {
     let mut buf = BytesMut::with_capacity(CHUNK);
     let first = tokio::select! {
-        r = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut io, &mut buf, max_packet_size)) => r,
+        r = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut io, &mut buf, max_packet_size, true)) => r,
         _ = stopped(&mut shutdown) => return,
     };
     let connect = match first {
@@ -166,7 +166,7 @@ pub(super) async fn serve(
     };
     let end = tokio::select! {
         end = reader.run(&mut rd, buf, keep_alive, tx) => end,
-        end = write_loop(&mut wr, &session, &wake, rx) => end,
+        end = write_loop(&mut wr, &session, conn_id, &wake, rx) => end,
         _ = kill.notified() => End::TakenOver,
         _ = stopped(&mut shutdown) => End::Shutdown,
     };
@@ -245,13 +245,19 @@ async fn write_packet(io: &mut Stream, packet: &Packet) -> std::io::Result<()> {
     io.flush().await
 }
 
-/// The next whole packet from the stream; `buf` keeps what follows it.
+/// The next whole packet from the stream; `buf` keeps what follows it. With `connect_only`,
+/// a first byte that is not CONNECT's ends it at once rather than waiting for the length that
+/// byte announces (an HTTP request, a TLS hello on the plain port).
 async fn read_packet<R: AsyncRead + Unpin + ?Sized>(
     io: &mut R,
     buf: &mut BytesMut,
     max_packet_size: usize,
+    connect_only: bool,
 ) -> Result<Packet, ReadEnd> {
     loop {
+        if connect_only && buf.first().is_some_and(|b| b >> 4 != 1) {
+            return Err(ReadEnd::Malformed(mqttbytes::Error::IncorrectPacketFormat));
+        }
         match Packet::read(buf, max_packet_size) {
             Ok(packet) => return Ok(packet),
             // The codec checked the announced length against the limit before asking for more.
@@ -317,7 +323,7 @@ impl Reader<'_> {
         tx: mpsc::Sender<Out>,
     ) -> End {
         loop {
-            let read = read_packet(rd, &mut buf, self.max_packet_size);
+            let read = read_packet(rd, &mut buf, self.max_packet_size, false);
             let packet = match keep_alive {
                 Some(limit) => match tokio::time::timeout(limit, read).await {
                     Ok(r) => r,
@@ -448,6 +454,7 @@ async fn send(tx: &mpsc::Sender<Out>, out: Out) -> Result<(), End> {
 async fn write_loop(
     wr: &mut WriteHalf<Stream>,
     session: &Session,
+    conn_id: u64,
     wake: &Notify,
     mut rx: mpsc::Receiver<Out>,
 ) -> End {
@@ -463,6 +470,10 @@ async fn write_loop(
         }
         {
             let mut st = session.lock();
+            // Taken over: what is queued belongs to the new connection (this one is closing).
+            if st.link.as_ref().is_none_or(|l| l.conn_id != conn_id) {
+                return End::TakenOver;
+            }
             while out.len() < CHUNK {
                 match st.next_ready() {
                     Some(p) => encode(&mut out, &Packet::Publish(p)),

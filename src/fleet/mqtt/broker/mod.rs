@@ -180,14 +180,8 @@ impl Broker {
         self.local_addr
     }
 
-    /// Sessions (connected or persistent), retained messages and their bytes.
     pub fn stats(&self) -> BrokerStats {
-        let (sessions, retained, retained_bytes) = self.router.counts();
-        BrokerStats {
-            sessions,
-            retained,
-            retained_bytes,
-        }
+        self.router.stats()
     }
 
     /// Stops accepting, closes every connection (without publishing Wills) and waits for them.
@@ -206,10 +200,19 @@ impl Drop for Broker {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A snapshot of the broker's state, for logs, metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {
+    /// Sessions held: connected ones and persistent ones whose client is away.
     pub sessions: usize,
+    /// Sessions with a connection now.
+    pub connected: usize,
+    /// Messages queued or in flight, all sessions together.
+    pub queued: usize,
+    /// The longest session queue (in flight included): at most `max_queued`.
+    pub max_session_queued: usize,
     pub retained: usize,
+    /// Topic and payload bytes of the retained messages.
     pub retained_bytes: usize,
 }
 

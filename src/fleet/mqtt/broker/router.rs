@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::LastWill;
 
+use super::BrokerStats;
 use super::acl::{Authorizer, ClientIdentity};
 use super::session::{Link, Msg, Session};
 use super::subtree::SubTree;
@@ -137,6 +138,7 @@ impl Router {
                 st.sessions.remove(&session.client_id);
             }
         } else {
+            ss.drop_qos0();
             drop(ss);
         }
         if abnormal && let Some(will) = link.will {
@@ -268,9 +270,20 @@ impl Router {
         );
     }
 
-    /// (sessions, retained messages, retained bytes): for logs and tests.
-    pub fn counts(&self) -> (usize, usize, usize) {
+    pub fn stats(&self) -> BrokerStats {
         let st = self.lock();
-        (st.sessions.len(), st.retained.len(), st.retained_bytes)
+        let mut stats = BrokerStats {
+            sessions: st.sessions.len(),
+            retained: st.retained.len(),
+            retained_bytes: st.retained_bytes,
+            ..BrokerStats::default()
+        };
+        for session in st.sessions.values() {
+            let ss = session.lock();
+            stats.connected += usize::from(ss.link.is_some());
+            stats.queued += ss.queued();
+            stats.max_session_queued = stats.max_session_queued.max(ss.queued());
+        }
+        stats
     }
 }

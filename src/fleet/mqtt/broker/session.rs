@@ -141,6 +141,11 @@ impl SessionState {
         }
     }
 
+    /// The client went away: QoS 0 messages still waiting are not kept for an offline client.
+    pub fn drop_qos0(&mut self) {
+        self.queue.retain(|m| m.qos != QoS::AtMostOnce);
+    }
+
     pub fn wake(&self) {
         if let Some(link) = &self.link {
             link.wake.notify_one();
@@ -184,7 +189,6 @@ impl SessionState {
         }
     }
 
-    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queue.len() + self.inflight.len()
     }
