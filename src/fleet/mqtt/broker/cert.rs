@@ -55,7 +55,9 @@ fn decode_string(tag: u8, content: &[u8]) -> Option<String> {
             let units = content
                 .chunks_exact(2)
                 .map(|pair| u16::from_be_bytes([pair[0], pair[1]]));
-            char::decode_utf16(units).collect::<Result<String, _>>().ok()
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
         }
         _ => None,
     }
@@ -155,7 +157,10 @@ mod tests {
             assert_eq!(subject_common_name(&der[..cut]), None, "cut at {cut}");
         }
         assert_eq!(subject_common_name(&[]), None);
-        assert_eq!(subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(
+            subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
         assert_eq!(subject_common_name(&[0x30, 0x80, 0x00, 0x00]), None);
         let mut flipped = der.clone();
         flipped[1] ^= 0x55;

@@ -207,6 +207,8 @@ pub struct BrokerStats {
     pub sessions: usize,
     /// Sessions with a connection now.
     pub connected: usize,
+    /// Subscription filters, all sessions together.
+    pub subscriptions: usize,
     /// Messages queued or in flight, all sessions together.
     pub queued: usize,
     /// The longest session queue (in flight included): at most `max_queued`.
@@ -258,7 +260,10 @@ async fn accept_loop(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(left = conns.len(), "MQTT broker: connections still open after shutdown grace; aborting them");
+        tracing::warn!(
+            left = conns.len(),
+            "MQTT broker: connections still open after shutdown grace; aborting them"
+        );
         conns.abort_all();
         while conns.join_next().await.is_some() {}
     }

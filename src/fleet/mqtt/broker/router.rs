@@ -81,7 +81,10 @@ impl Router {
         if let Some(session) = st.sessions.get(client_id).cloned() {
             let mut ss = session.lock();
             if let Some(old) = ss.link.take() {
-                tracing::info!(client_id, "MQTT client id connected again: closing its old connection");
+                tracing::info!(
+                    client_id,
+                    "MQTT client id connected again: closing its old connection"
+                );
                 old.kill.notify_one();
                 orphan_will = old.will.map(|w| (old.identity, w));
             }
@@ -281,6 +284,7 @@ impl Router {
         for session in st.sessions.values() {
             let ss = session.lock();
             stats.connected += usize::from(ss.link.is_some());
+            stats.subscriptions += ss.subscriptions.len();
             stats.queued += ss.queued();
             stats.max_session_queued = stats.max_session_queued.max(ss.queued());
         }

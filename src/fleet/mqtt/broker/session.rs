@@ -155,7 +155,10 @@ impl SessionState {
     /// The unacknowledged QoS 1 messages again, flagged DUP with their packet ids (MQTT 3.1.1
     /// §4.4): what a reconnecting client of a persistent session gets first.
     pub fn resend_inflight(&self) -> Vec<Publish> {
-        self.inflight.iter().map(|(pkid, m)| m.publish(*pkid, true)).collect()
+        self.inflight
+            .iter()
+            .map(|(pkid, m)| m.publish(*pkid, true))
+            .collect()
     }
 
     /// The next queued message to send now, if the in-flight window allows; a QoS 1 one

@@ -102,7 +102,10 @@ mod tests {
     fn matched(tree: &SubTree, topic: &str) -> Vec<(String, u8)> {
         let mut out = HashMap::new();
         tree.collect(topic, &mut out);
-        let mut v: Vec<_> = out.into_iter().map(|(c, q)| (c.to_string(), q as u8)).collect();
+        let mut v: Vec<_> = out
+            .into_iter()
+            .map(|(c, q)| (c.to_string(), q as u8))
+            .collect();
         v.sort();
         v
     }

@@ -7,9 +7,7 @@
 /// A topic name a client may publish to: non-empty, no wildcard characters, no NUL (MQTT
 /// 3.1.1 §4.7.3, §1.5.3), at most 65,535 bytes (the codec's length prefix).
 pub fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= usize::from(u16::MAX)
-        && !topic.contains(['+', '#', '\0'])
+    !topic.is_empty() && topic.len() <= usize::from(u16::MAX) && !topic.contains(['+', '#', '\0'])
 }
 
 /// A topic filter a client may subscribe to: `+` occupies a whole level, `#` only as the whole
@@ -77,7 +75,16 @@ mod tests {
 
     #[test]
     fn filters_are_validated() {
-        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "sport/tennis/+"] {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "a/+/b",
+            "+/+",
+            "/",
+            "a//b",
+            "sport/tennis/+",
+        ] {
             assert!(valid_filter(ok), "{ok}");
         }
         for bad in ["", "a/#/b", "a#", "a/b#", "a+/b", "a/+b", "##", "a/\0"] {
