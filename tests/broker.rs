@@ -1092,6 +1092,8 @@ async fn tls_client_certificates_name_nodes_and_the_fleet_acl_fences_them() {
     let own = Sub::spawn_with(
         &strs(&n1),
         &[
+            "-i",
+            "n1-agent",
             "-q",
             "1",
             "-t",
@@ -1203,6 +1205,32 @@ async fn tls_client_certificates_name_nodes_and_the_fleet_acl_fences_them() {
     let p = hub.next_publish(5).await.expect("n2's status");
     assert_eq!(&p.payload[..], b"n2-ok");
     assert!(!n2_sub.has_containing("evil"), "{}", n2_sub.dump());
+
+    // n2 reusing n1's client id neither takes n1's connection over nor gets in.
+    let (ok, err) = mpub_with(
+        &strs(&n2),
+        &[
+            "-i",
+            "n1-agent",
+            "-t",
+            "edgepod/v1/c1/nodes/n2/out/x",
+            "-m",
+            "1",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("identifier rejected"), "{err}");
+    hub.publish1("edgepod/v1/c1/hub/presence", b"still-n1", false)
+        .await;
+    own.wait("edgepod/v1/c1/hub/presence still-n1").await;
+    let connacks = own
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("received CONNACK"))
+        .count();
+    assert_eq!(connacks, 1, "n1 was never disconnected:\n{}", own.dump());
 
     // A revoked node is refused at CONNECT.
     let stolen = pki.tls_args(port, "stolen");

@@ -143,7 +143,12 @@ pub(super) async fn serve(
         will: connect.last_will.clone(),
         identity: identity.clone(),
     };
-    let (session, present) = router.attach(&identity.client_id, connect.clean_session, link);
+    let Some((session, present)) = router.attach(&identity.client_id, connect.clean_session, link)
+    else {
+        tracing::info!(%peer, client_id = %identity.client_id, username = ?identity.username, "MQTT client id belongs to another user's session: refused");
+        refuse(io, ConnectReturnCode::BadClientId).await;
+        return;
+    };
     // CONNACK before anything queued: the writer only starts after it.
     let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, present));
     if let Err(e) = write_packet(&mut io, &connack).await {

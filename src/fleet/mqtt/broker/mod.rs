@@ -10,6 +10,9 @@
 //! - QoS 2: accepted from clients with the PUBREC/PUBREL/PUBCOMP exchange (a resent PUBLISH
 //!   before PUBREL is not delivered twice on the same connection) and passed on as QoS 1;
 //!   subscriptions asking for QoS 2 are granted QoS 1. The fleet link uses QoS 1 only.
+//! - A client id is bound to the username that created its session: another username reusing
+//!   it (while connected, or while a persistent session waits) gets CONNACK code 2, so one node
+//!   cannot disconnect another or read its queued messages.
 //! - Last Will: published (retained if asked) when a connection ends without DISCONNECT:
 //!   network error, keep-alive expiry, malformed packet, or another connection taking the client
 //!   id over (the old connection is closed, MQTT 3.1.1 §3.1.4). Not on broker shutdown.

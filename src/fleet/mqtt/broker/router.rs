@@ -72,13 +72,18 @@ impl Router {
     /// Gives the client id's session to a new connection: an existing connection is closed
     /// (MQTT 3.1.1 §3.1.4) and its Will published, as Mosquitto does; a persistent session is
     /// resumed unless `clean`. Returns the session and whether it was resumed (CONNACK's
-    /// session_present).
-    pub fn attach(&self, client_id: &str, clean: bool, link: Link) -> (Arc<Session>, bool) {
+    /// session_present), or None when the client id's session belongs to another username: a
+    /// node must not take over, end or read another's session by reusing its client id.
+    pub fn attach(&self, client_id: &str, clean: bool, link: Link) -> Option<(Arc<Session>, bool)> {
         let mut st = self.lock();
+        let owner = link.identity.username.clone();
         let mut link = Some(link);
         let mut orphan_will = None;
         let mut resumed = None;
         if let Some(session) = st.sessions.get(client_id).cloned() {
+            if session.owner != owner {
+                return None;
+            }
             let mut ss = session.lock();
             if let Some(old) = ss.link.take() {
                 tracing::info!(
@@ -106,7 +111,12 @@ impl Router {
         let (session, present) = match resumed {
             Some(s) => (s, true),
             None => {
-                let s = Arc::new(Session::new(Arc::from(client_id), !clean, self.max_queued));
+                let s = Arc::new(Session::new(
+                    Arc::from(client_id),
+                    owner,
+                    !clean,
+                    self.max_queued,
+                ));
                 s.lock().link = link.take();
                 st.sessions.insert(s.client_id.clone(), s.clone());
                 (s, false)
@@ -115,7 +125,7 @@ impl Router {
         if let Some((identity, will)) = orphan_will {
             self.publish_will_locked(&mut st, &identity, will);
         }
-        (session, present)
+        Some((session, present))
     }
 
     /// The connection `conn_id` serving `session` ended: a clean session goes away, a
@@ -289,5 +299,93 @@ impl Router {
             stats.max_session_queued = stats.max_session_queued.max(ss.queued());
         }
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::mqtt::broker::AllowAll;
+    use tokio::sync::Notify;
+
+    fn link(conn_id: u64, user: Option<&str>, will: Option<LastWill>) -> Link {
+        Link {
+            conn_id,
+            wake: Arc::new(Notify::new()),
+            kill: Arc::new(Notify::new()),
+            will,
+            identity: ClientIdentity {
+                username: user.map(str::to_string),
+                client_id: "c".into(),
+                from_certificate: false,
+            },
+        }
+    }
+
+    fn msg(topic: &str, payload: &str, retain: bool) -> Msg {
+        Msg {
+            topic: Arc::from(topic),
+            payload: Bytes::from(payload.to_string()),
+            qos: QoS::AtLeastOnce,
+            retain,
+        }
+    }
+
+    #[test]
+    fn retained_messages_stay_within_their_byte_budget() {
+        let r = Router::new(Arc::new(AllowAll), 10, 20);
+        r.publish(msg("a", "123456789", true)); // 10 bytes
+        r.publish(msg("b", "123456789", true)); // 20
+        assert_eq!((r.stats().retained, r.stats().retained_bytes), (2, 20));
+        // Over budget: not kept, and the value it replaces is gone too (never stale).
+        r.publish(msg("b", "1234567890", true));
+        assert_eq!((r.stats().retained, r.stats().retained_bytes), (1, 10));
+        r.publish(msg("b", "12", true));
+        assert_eq!(r.stats().retained_bytes, 13);
+        r.publish(msg("a", "", true));
+        assert_eq!((r.stats().retained, r.stats().retained_bytes), (1, 3));
+    }
+
+    #[test]
+    fn a_client_id_stays_with_the_username_that_made_its_session() {
+        let r = Router::new(Arc::new(AllowAll), 10, 100);
+        let (s, present) = r
+            .attach("n1", false, link(1, Some("n1"), None))
+            .expect("first");
+        assert!(!present);
+        assert!(r.attach("n1", true, link(2, Some("n2"), None)).is_none());
+        assert!(r.attach("n1", true, link(3, None, None)).is_none());
+        // Its owner resumes it after the connection ends.
+        r.detach(&s, 1, true);
+        let (_, present) = r
+            .attach("n1", false, link(4, Some("n1"), None))
+            .expect("owner");
+        assert!(present);
+    }
+
+    #[test]
+    fn takeover_publishes_the_old_will_and_detach_of_the_old_connection_is_a_no_op() {
+        let r = Router::new(Arc::new(AllowAll), 10, 100);
+        let (watcher, _) = r.attach("w", true, link(1, None, None)).expect("watcher");
+        r.subscribe(&watcher, 1, "will/#", QoS::AtLeastOnce);
+        let will = LastWill::new("will/c", "gone", QoS::AtLeastOnce, false);
+        let (old, _) = r.attach("c", true, link(2, None, Some(will))).expect("old");
+        let (new, present) = r.attach("c", true, link(3, None, None)).expect("new");
+        assert!(!present);
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_eq!(
+            watcher.lock().queued(),
+            1,
+            "the displaced connection's Will"
+        );
+        r.detach(&old, 2, true);
+        assert_eq!(
+            r.stats().sessions,
+            2,
+            "the new session survives the old detach"
+        );
+        assert_eq!(watcher.lock().queued(), 1, "no second Will");
+        r.detach(&new, 3, false);
+        assert_eq!(r.stats().sessions, 1);
     }
 }

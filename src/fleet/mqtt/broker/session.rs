@@ -55,6 +55,8 @@ pub(super) struct Link {
 
 pub(super) struct Session {
     pub client_id: Arc<str>,
+    /// The username that created the session: only it may resume or take it over.
+    pub owner: Option<String>,
     pub persistent: bool,
     state: Mutex<SessionState>,
 }
@@ -71,9 +73,15 @@ pub(super) struct SessionState {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, persistent: bool, max_queued: usize) -> Session {
+    pub fn new(
+        client_id: Arc<str>,
+        owner: Option<String>,
+        persistent: bool,
+        max_queued: usize,
+    ) -> Session {
         Session {
             client_id,
+            owner,
             persistent,
             state: Mutex::new(SessionState {
                 subscriptions: HashMap::new(),
@@ -247,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_qos0_first_then_the_oldest_qos1() {
-        let s = Session::new(Arc::from("c"), true, 3);
+        let s = Session::new(Arc::from("c"), None, true, 3);
         online(&s);
         let mut st = s.lock();
         st.enqueue("c", msg(1, QoS::AtLeastOnce));
@@ -261,7 +269,7 @@ mod tests {
 
     #[test]
     fn offline_sessions_keep_qos1_only() {
-        let s = Session::new(Arc::from("c"), true, 10);
+        let s = Session::new(Arc::from("c"), None, true, 10);
         let mut st = s.lock();
         st.enqueue("c", msg(1, QoS::AtMostOnce));
         st.enqueue("c", msg(2, QoS::AtLeastOnce));
@@ -270,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_inflight_window_holds_and_unacked_messages_are_resent_with_dup() {
-        let s = Session::new(Arc::from("c"), true, 1000);
+        let s = Session::new(Arc::from("c"), None, true, 1000);
         online(&s);
         let mut st = s.lock();
         for n in 0..MAX_INFLIGHT + 5 {
@@ -290,7 +298,7 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_zero_and_those_in_flight() {
-        let s = Session::new(Arc::from("c"), true, 1000);
+        let s = Session::new(Arc::from("c"), None, true, 1000);
         online(&s);
         let mut st = s.lock();
         st.next_pkid = u16::MAX;
