@@ -421,6 +421,20 @@ async fn publish_and_subscribe_with_wildcards_across_client_implementations() {
     let p = rq.next_publish(5).await.expect("z/q2");
     assert_eq!((p.topic.as_str(), p.qos), ("z/q2", QoS::AtLeastOnce));
 
+    // UNSUBSCRIBE: a/b/c no longer reaches rumqttc; z/# still does.
+    rq.client.unsubscribe("+/b/#").await.expect("unsubscribe");
+    loop {
+        match rq.next_event(10).await {
+            Some(Ok(Event::Incoming(Packet::UnsubAck(_)))) => break,
+            Some(Ok(_)) => {}
+            other => panic!("no UNSUBACK: {other:?}"),
+        }
+    }
+    mpub_ok(port, &["-q", "1", "-t", "a/b/c", "-m", "after-unsubscribe"]).await;
+    mpub_ok(port, &["-q", "1", "-t", "z/sentinel", "-m", "s"]).await;
+    let p = rq.next_publish(5).await.expect("z/sentinel");
+    assert_eq!(p.topic, "z/sentinel", "nothing for the dropped filter");
+
     // rumqttc publisher → mosquitto_sub, a payload over rumqttc's default 10 KiB limit.
     let big = vec![b'x'; 100 * 1024];
     rq.publish1("a/big/c", &big, false).await;
