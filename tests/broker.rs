@@ -1320,6 +1320,58 @@ async fn throughput(port: u16, n: usize) -> f64 {
     rate
 }
 
+/// The same with mosquitto_pub -l (one message per stdin line) → mosquitto_sub -C.
+async fn throughput_mosquitto_clients(port: u16, n: usize) -> f64 {
+    let sub = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "tpm/x",
+        ])
+        .args(["-C", &n.to_string()])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_sub");
+    // mosquitto_sub prints nothing until messages come: give it time to subscribe (a figure,
+    // not a check).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let mut publisher = tokio::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "tpm/x",
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = publisher.stdin.take().expect("stdin");
+    let lines: String = (0..n).map(|i| format!("message {i:058}\n")).collect();
+    stdin.write_all(lines.as_bytes()).await.expect("feed");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), sub.wait_with_output())
+        .await
+        .expect("mosquitto_sub got them all")
+        .expect("wait");
+    assert!(out.status.success());
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = publisher.wait().await;
+    rate
+}
+
 /// Not a check: prints the broker's memory and throughput next to Mosquitto's.
 /// `cargo test --test broker -- --ignored --nocapture figures`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1339,6 +1391,8 @@ async fn figures() {
     let mut mosquitto = tokio::process::Command::new("mosquitto")
         .arg("-c")
         .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("mosquitto runs");
@@ -1442,6 +1496,14 @@ async fn figures() {
         let theirs = throughput(mosquitto_port, n).await;
         println!(
             "round {round}: QoS 1, 1 publisher -> 1 subscriber, {n} x 64 B, rumqttc clients: \
+             embedded {ours:.0} msg/s, mosquitto {theirs:.0} msg/s"
+        );
+    }
+    for round in 1..=2 {
+        let ours = throughput_mosquitto_clients(port, n).await;
+        let theirs = throughput_mosquitto_clients(mosquitto_port, n).await;
+        println!(
+            "round {round}: QoS 1, mosquitto_pub -l -> mosquitto_sub -C, {n} x 67 B: \
              embedded {ours:.0} msg/s, mosquitto {theirs:.0} msg/s"
         );
     }
