@@ -12,7 +12,7 @@
 //!   subscriptions asking for QoS 2 are granted QoS 1. The fleet link uses QoS 1 only.
 //! - A client id is bound to the username that created its session: another username reusing
 //!   it (while connected, or while a persistent session waits) gets CONNACK code 2, so one node
-//!   cannot disconnect another or read its queued messages.
+//!   cannot disconnect another or read its queued messages (a check beyond MQTT's).
 //! - Last Will: published (retained if asked) when a connection ends without DISCONNECT:
 //!   network error, keep-alive expiry, malformed packet, or another connection taking the client
 //!   id over (the old connection is closed, MQTT 3.1.1 §3.1.4). Not on broker shutdown.
@@ -25,7 +25,8 @@
 //!   republishes the retained desired state after a restart.
 //! - Bounded memory: `max_packet_size` per packet (rumqttc clients must be configured with the
 //!   same limit: `MqttOptions::set_max_packet_size`), `max_queued` messages per session (full:
-//!   the oldest QoS 0 message is dropped first, then the oldest QoS 1 one, with a warning),
+//!   the oldest QoS 0 message is dropped first, then the oldest QoS 1 one, with a warning;
+//!   Mosquitto drops the new message instead, but here newer state is worth more),
 //!   at most 64 QoS 1 messages in flight per client.
 //! - TLS: with `tls` set every connection is TLS. A client certificate the configuration's
 //!   verifier accepted makes its subject CN the username (Mosquitto's
