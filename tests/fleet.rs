@@ -330,3 +330,45 @@ spec:
     assert!(!n1.log().contains("s3cret"));
     assert!(!fleet.log_tail("hub.log").contains("s3cret"));
 }
+
+#[test]
+fn devices_join_the_hubs_embedded_broker_with_a_token() {
+    let fleet = Fleet::start_embedded(&["n1", "n2"], &[]);
+    fleet.apply_yaml(DEPLOYMENT);
+    fleet.wait_for(
+        "the Deployment's pods Running through the embedded broker",
+        90,
+        || all_running(&fleet.pods("app=web"), 2).then_some(()),
+    );
+    // The broker enforces the fleet ACL: n1's identity may not read n2's topics.
+    let id = fleet.dir.path().join("nodes").join("n1").join("identity");
+    let port = fleet.embedded.unwrap().to_string();
+    let out = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "edgepod/v1/default/nodes/n2/in/#",
+        ])
+        .arg("--cafile")
+        .arg(id.join("ca.crt"))
+        .arg("--cert")
+        .arg(id.join("node.crt"))
+        .arg("--key")
+        .arg(id.join("node.key"))
+        .args(["-i", "intruder", "-C", "1", "-W", "3", "-v"])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "n1 read n2's topic: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("denied") || err.contains("Timed out") || !out.status.success(),
+        "{err}"
+    );
+}

@@ -31,6 +31,7 @@ impl Hub {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--broker-listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

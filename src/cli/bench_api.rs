@@ -199,6 +199,7 @@ pub fn run(pods: usize, watchers: usize) -> anyhow::Result<()> {
         .arg("--data-dir")
         .arg(&dir)
         .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--broker-listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -25,10 +25,18 @@ pub struct HubArgs {
         value_name = "SECONDS"
     )]
     pub node_monitor_grace_period: u64,
-    /// The MQTT broker remote agents meet the hub on (`mqtt://HOST:PORT` on a trusted network or
-    /// loopback, `mqtts://HOST:PORT`): an external Mosquitto or EMQX for large fleets.
+    /// An external MQTT broker for the fleet (`mqtts://HOST:PORT`, or `mqtt://HOST:PORT` on
+    /// loopback or a trusted network): Mosquitto or EMQX for large fleets (see
+    /// `edgepod hub mosquitto-config`). Without it the hub embeds its own broker.
     #[arg(long, env = "EDGEPOD_BROKER", value_name = "URL")]
     pub broker: Option<crate::fleet::mqtt::client::BrokerUrl>,
+    /// Where the embedded broker listens (TLS, client certificates from the hub's CA).
+    #[arg(
+        long = "broker-listen",
+        default_value = "0.0.0.0:8883",
+        value_name = "ADDR"
+    )]
+    pub broker_listen: SocketAddr,
     /// The fleet's name in MQTT topics (`edgepod/v1/NAME/…`), so fleets can share a broker.
     #[arg(long = "cluster-name", default_value = "default", value_name = "NAME")]
     pub cluster_name: String,
@@ -49,13 +57,11 @@ pub struct UpArgs {
 }
 
 fn hub_config(data_dir: &Path, args: HubArgs) -> HubConfig {
-    let fleet = args.broker.map(|url| crate::roles::hub::FleetConfig {
-        connection: crate::fleet::mqtt::client::Connection {
-            url,
-            client_id: format!("edgepod-hub-{}", args.cluster_name),
-            tls: None,
-            credentials: None,
-            last_will: None,
+    use crate::roles::hub::BrokerChoice;
+    let fleet = Some(crate::roles::hub::FleetConfig {
+        broker: match args.broker {
+            Some(url) => BrokerChoice::External(url),
+            None => BrokerChoice::Embedded(args.broker_listen),
         },
         cluster: args.cluster_name.clone(),
     });

@@ -24,17 +24,26 @@ pub struct HubConfig {
     pub fleet: Option<FleetConfig>,
 }
 
-/// The hub's MQTT connection.
+/// Where the hub meets its nodes.
 #[derive(Clone)]
 pub struct FleetConfig {
-    pub connection: crate::fleet::mqtt::client::Connection,
+    pub broker: BrokerChoice,
     pub cluster: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum BrokerChoice {
+    /// A broker run elsewhere (Mosquitto, EMQX): the path for large fleets.
+    External(crate::fleet::mqtt::client::BrokerUrl),
+    /// The embedded broker, on this address, with TLS from the hub's CA, client certificates
+    /// and the fleet ACL.
+    Embedded(SocketAddr),
 }
 
 impl std::fmt::Debug for FleetConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FleetConfig")
-            .field("broker", &self.connection.url.to_string())
+            .field("broker", &self.broker)
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
@@ -107,11 +116,40 @@ impl Hub {
         ctx.metrics = Some(Arc::clone(&self.metrics) as Arc<dyn MetricsSource>);
         crate::controllers::spawn_all(ctx);
         tokio::spawn(crate::scheduler::run(Arc::clone(&self.store)));
-        if let Some(fleet) = &self.cfg.fleet {
+        // Kept for as long as the hub serves: dropping it stops the broker.
+        let mut _embedded = None;
+        let broker_url = match self.cfg.fleet.as_ref().map(|f| &f.broker) {
+            None => None,
+            Some(BrokerChoice::External(url)) => Some(url.clone()),
+            Some(BrokerChoice::Embedded(listen)) => match self.embedded_broker(*listen).await {
+                Ok(b) => {
+                    let url = crate::fleet::mqtt::client::BrokerUrl {
+                        host: "127.0.0.1".into(),
+                        port: b.local_addr().port(),
+                        tls: true,
+                    };
+                    tracing::info!(addr = %b.local_addr(), "embedded MQTT broker listening");
+                    _embedded = Some(b);
+                    Some(url)
+                }
+                // The API and local nodes still work; only remote nodes cannot join.
+                Err(e) => {
+                    tracing::warn!("embedded MQTT broker: {e}; remote nodes cannot join this hub");
+                    None
+                }
+            },
+        };
+        if let (Some(fleet), Some(url)) = (&self.cfg.fleet, broker_url) {
             let key = crate::fleet::identity::fleet_signing_key(&self.cfg.data_dir)
                 .map_err(|e| HubError::Setup(format!("fleet signing key: {e}")))?;
-            let mut connection = fleet.connection.clone();
-            if connection.url.tls && connection.tls.is_none() {
+            let mut connection = crate::fleet::mqtt::client::Connection {
+                url,
+                client_id: format!("edgepod-hub-{}", fleet.cluster),
+                tls: None,
+                credentials: None,
+                last_will: None,
+            };
+            if connection.url.tls {
                 // The hub's own client certificate (CN edgepod:hub) from its CA.
                 let id = crate::fleet::identity::hub_client_identity(&self.cfg.data_dir)
                     .map_err(|e| HubError::Setup(format!("hub MQTT identity: {e}")))?;
@@ -131,7 +169,7 @@ impl Hub {
                 Arc::clone(&self.metrics),
             )
             .map_err(|e| HubError::Setup(e.to_string()))?;
-            tracing::info!(broker = %fleet.connection.url, cluster = %fleet.cluster, "fleet link over MQTT");
+            tracing::info!(cluster = %fleet.cluster, "fleet link over MQTT");
         }
         tokio::spawn(crate::fleet::hub::dispatch(
             Arc::clone(&self.store),
@@ -158,6 +196,32 @@ impl Hub {
             shutdown,
         )
         .await
+    }
+}
+
+impl Hub {
+    /// The embedded broker: TLS with a certificate from the hub's CA, client certificates
+    /// required (a node's CN is its name), the fleet ACL with revocation.
+    async fn embedded_broker(
+        &self,
+        listen: SocketAddr,
+    ) -> Result<crate::fleet::mqtt::broker::Broker, String> {
+        use crate::fleet::mqtt::broker;
+        let data_dir = self.cfg.data_dir.clone();
+        let tls = crate::fleet::identity::broker_server_config(&data_dir, &self.cfg.tls_sans)
+            .map_err(|e| format!("certificate: {e}"))?;
+        let cluster = self
+            .cfg
+            .fleet
+            .as_ref()
+            .map(|f| f.cluster.clone())
+            .unwrap_or_else(|| "default".into());
+        let revoked: broker::RevokedCheck =
+            Arc::new(move |node| crate::fleet::identity::is_revoked(&data_dir, node));
+        let mut cfg = broker::BrokerConfig::new(listen);
+        cfg.tls = Some(tls);
+        cfg.authorizer = Arc::new(broker::FleetAcl::new(cluster, revoked));
+        broker::start(cfg).await.map_err(|e| e.to_string())
     }
 }
 

@@ -261,6 +261,9 @@ fn spawn_up(dir: &Path, port: u16, args: &[String], env: &[(String, String)]) ->
             &format!("127.0.0.1:{port}"),
             "--node-name",
             OWN_NODE,
+            // Tests run clusters side by side: no fixed port for the embedded broker.
+            "--broker-listen",
+            "127.0.0.1:0",
         ])
         .arg("--manifests")
         .arg(dir.join("manifests"))

@@ -157,27 +157,35 @@ pub struct Fleet {
     pub hub_args: Vec<String>,
     pub api_port: u16,
     pub agents: Vec<Agent>,
+    /// The hub's embedded broker port, when the fleet uses it instead of Mosquitto.
+    pub embedded: Option<u16>,
 }
 
 impl Fleet {
     /// Mosquitto, a hub and one agent per `nodes` entry (`NAME` or `NAME:labels`), every node
     /// Ready. `hub_args` go to `edgepod hub`.
     pub fn start(nodes: &[&str], hub_args: &[&str]) -> Fleet {
-        Fleet::with(nodes, hub_args, false)
+        Fleet::with(nodes, hub_args, false, false)
     }
 
     /// As [`Fleet::start`], but the broker is Mosquitto with TLS, client certificates and the
     /// hub's ACL, and each agent joins with a token (`edgepod agent --token`) only.
     pub fn start_tls(nodes: &[&str], hub_args: &[&str]) -> Fleet {
-        Fleet::with(nodes, hub_args, true)
+        Fleet::with(nodes, hub_args, true, false)
     }
 
-    fn with(nodes: &[&str], hub_args: &[&str], tls: bool) -> Fleet {
+    /// Agents join with tokens through the hub's own embedded broker (TLS, client certificates,
+    /// the fleet ACL); no Mosquitto carries the fleet (one runs idle, for its command-line tools).
+    pub fn start_embedded(nodes: &[&str], hub_args: &[&str]) -> Fleet {
+        Fleet::with(nodes, hub_args, true, true)
+    }
+
+    fn with(nodes: &[&str], hub_args: &[&str], tls: bool, embedded: bool) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("edgepod-fleet")
             .tempdir_in("/var/tmp")
             .unwrap();
-        let broker = if tls {
+        let broker = if tls && !embedded {
             Mosquitto::start_tls(dir.path())
         } else {
             Mosquitto::start(dir.path())
@@ -188,6 +196,7 @@ impl Fleet {
             hub_args: hub_args.iter().map(|s| s.to_string()).collect(),
             api_port: free_port(),
             agents: Vec::new(),
+            embedded: embedded.then(free_port),
             dir,
         };
         fleet.start_hub();
@@ -250,7 +259,10 @@ impl Fleet {
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(["hub", "--listen", &format!("127.0.0.1:{}", self.api_port)])
-            .args(["--broker", &self.broker.url()])
+            .args(match self.embedded {
+                Some(port) => ["--broker-listen".to_string(), format!("127.0.0.1:{port}")],
+                None => ["--broker".to_string(), self.broker.url()],
+            })
             .args(&self.hub_args)
             .env("EDGEPOD_LOG", "debug")
             .stdout(Stdio::null())
@@ -275,12 +287,20 @@ impl Fleet {
         }
     }
 
+    /// The broker agents use.
+    pub fn broker_url(&self) -> String {
+        match self.embedded {
+            Some(port) => format!("mqtts://127.0.0.1:{port}"),
+            None => self.broker.url(),
+        }
+    }
+
     /// A join token from `edgepod hub token create` naming this fleet's API and broker.
     pub fn token(&self) -> String {
         let out = Command::new(bin())
             .arg("--data-dir")
             .arg(self.dir.path())
-            .args(["hub", "token", "create", "--broker", &self.broker.url()])
+            .args(["hub", "token", "create", "--broker", &self.broker_url()])
             .args(["--server", &format!("https://127.0.0.1:{}", self.api_port)])
             .output()
             .unwrap();
