@@ -70,7 +70,12 @@ pub struct Hub {
     /// metrics API and the autoscaler.
     pub metrics: Arc<MetricsRegistry>,
     pub cfg: HubConfig,
+    /// Once [`Hub::run`] has set up the fleet link: the broker nodes reach it on (`None`: no
+    /// link, only in-process nodes). Nodes hosted in this process wait for it.
+    fleet_url: tokio::sync::watch::Sender<Option<Option<BrokerUrl>>>,
 }
+
+use crate::fleet::mqtt::client::BrokerUrl;
 
 /// The autoscaler reads pods' CPU from the metrics table (the controllers do not know the
 /// fleet, so the two meet here).
@@ -103,6 +108,7 @@ impl Hub {
             registry: NodeRegistry::new(),
             metrics: MetricsRegistry::new(),
             cfg,
+            fleet_url: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -139,7 +145,9 @@ impl Hub {
                 }
             },
         };
+        let mut announced = None;
         if let (Some(fleet), Some(url)) = (&self.cfg.fleet, broker_url) {
+            announced = Some(url.clone());
             let key = crate::fleet::identity::fleet_signing_key(&self.cfg.data_dir)
                 .map_err(|e| HubError::Setup(format!("fleet signing key: {e}")))?;
             let mut connection = crate::fleet::mqtt::client::Connection {
@@ -171,6 +179,7 @@ impl Hub {
             .map_err(|e| HubError::Setup(e.to_string()))?;
             tracing::info!(cluster = %fleet.cluster, "fleet link over MQTT");
         }
+        self.fleet_url.send_replace(Some(announced));
         tokio::spawn(crate::fleet::hub::dispatch(
             Arc::clone(&self.store),
             Arc::clone(&self.registry),
@@ -200,6 +209,20 @@ impl Hub {
 }
 
 impl Hub {
+    /// Resolves once [`Hub::run`] has set up the fleet link: the broker URL nodes use, or
+    /// `None` when the hub has no link.
+    pub async fn fleet_url(&self) -> Option<BrokerUrl> {
+        let mut rx = self.fleet_url.subscribe();
+        loop {
+            if let Some(url) = rx.borrow_and_update().clone() {
+                return url;
+            }
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// The embedded broker: TLS with a certificate from the hub's CA, client certificates
     /// required (a node's CN is its name), the fleet ACL with revocation.
     async fn embedded_broker(

@@ -25,6 +25,52 @@ pub struct LocalAgent {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Starts a local node's MQTT link to the hub's broker with an identity from the hub's CA.
+fn link_over_mqtt(
+    hub: &Hub,
+    url: &crate::fleet::mqtt::client::BrokerUrl,
+    node: &str,
+    store: &Arc<Store>,
+    streams: &NodeStreams,
+) -> Result<crate::fleet::mqtt::agent::MqttHubLink, String> {
+    use crate::fleet::mqtt::{agent::AgentLinkConfig, client::Connection, topics::Topics};
+    let cluster = hub
+        .cfg
+        .fleet
+        .as_ref()
+        .map(|f| f.cluster.clone())
+        .unwrap_or_else(|| "default".into());
+    let id = crate::fleet::identity::local_node_identity(
+        &hub.cfg.data_dir,
+        node,
+        &url.to_string(),
+        &cluster,
+    )
+    .map_err(|e| e.to_string())?;
+    let tls = if url.tls {
+        Some(id.client_tls_config().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    crate::fleet::mqtt::agent::start(
+        AgentLinkConfig {
+            connection: Connection {
+                url: url.clone(),
+                client_id: format!("edgepod-node-{node}"),
+                tls,
+                credentials: None,
+                last_will: None,
+            },
+            topics: Topics::new(&cluster),
+            node: node.to_string(),
+            hub_key: id.hub_signing_key,
+            streams: Some(Arc::new(streams.clone())),
+        },
+        Arc::clone(store),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Runs the hub and `agents` (the first is the machine's own node; more make a multi-node
 /// cluster on one machine, each with its own data dir) until SIGTERM or SIGINT.
 pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> {
@@ -57,24 +103,48 @@ pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> 
         .build()
         .map_err(|e| HubError::Setup(format!("tokio: {e}")))?;
     let mut threads = Vec::new();
+    let mut local = Vec::new();
+    for (thread, agent_store, streams, report) in started {
+        threads.push(thread);
+        local.push((agent_store, streams, report));
+    }
     let result = tokio_rt.block_on(async {
-        for (thread, agent_store, streams, report) in started {
-            hub.registry.connect(
-                &report.node_name,
-                Arc::new(LocalNode {
-                    agent_store: Arc::clone(&agent_store),
-                    hub: Arc::clone(&hub_side),
-                    streams,
-                }),
-            );
-            tokio::spawn(agent::report::run(
-                agent_store,
-                Arc::clone(&hub_side),
-                report,
-            ));
-            threads.push(thread);
+        // Local nodes join over the hub's own broker like any device once it is up: the same
+        // link, the same checks. Only a hub without a broker links them in-process.
+        let links = async {
+            let url = hub.fleet_url().await;
+            for (agent_store, streams, report) in local {
+                let node = report.node_name.clone();
+                let mqtt = match &url {
+                    Some(url) => link_over_mqtt(&hub, url, &node, &agent_store, &streams)
+                        .map_err(
+                            |e| tracing::warn!(node = %node, "linking in-process instead: {e}"),
+                        )
+                        .ok(),
+                    None => None,
+                };
+                let to_hub: Arc<dyn HubLink> = match mqtt {
+                    Some(link) => Arc::new(link),
+                    None => {
+                        hub.registry.connect(
+                            &node,
+                            Arc::new(LocalNode {
+                                agent_store: Arc::clone(&agent_store),
+                                hub: Arc::clone(&hub_side),
+                                streams,
+                            }),
+                        );
+                        Arc::clone(&hub_side)
+                    }
+                };
+                tokio::spawn(agent::report::run(agent_store, to_hub, report));
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = hub.run(stop_signal()) => r,
+            () = links => Ok(()),
         }
-        hub.run(stop_signal()).await
     });
     tokio_rt.shutdown_timeout(Duration::from_secs(2));
     for thread in threads {

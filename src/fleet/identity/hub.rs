@@ -113,6 +113,32 @@ pub fn hub_client_identity(data_dir: &Path) -> Result<HubClientIdentity, Identit
     })
 }
 
+/// The identity of a node the hub runs in its own process (`edgepod up`): issued straight from
+/// the CA (no token: the process is the hub), kept in `DATA_DIR/pki/fleet-node-NAME.{crt,key}`,
+/// so local nodes use the same MQTT link, with the same checks, as remote ones.
+pub fn local_node_identity(
+    data_dir: &Path,
+    node_name: &str,
+    broker_url: &str,
+    cluster: &str,
+) -> Result<super::NodeIdentity, IdentityError> {
+    super::validate_node_name(node_name)?;
+    let stem = format!("fleet-node-{node_name}");
+    let issued =
+        crate::apiserver::tls::load_or_issue_client(data_dir, &stem, node_name, &[NODES_GROUP])?;
+    let signing = super::signing::fleet_signing_key(data_dir)?;
+    Ok(super::NodeIdentity {
+        node_name: node_name.to_string(),
+        broker_url: broker_url.to_string(),
+        cluster: cluster.to_string(),
+        ca_pem: issued.ca_pem,
+        cert_pem: issued.cert_pem,
+        key_pem: issued.key_pem,
+        hub_signing_key: super::signing::public_key(&signing),
+        api_url: String::new(),
+    })
+}
+
 /// The embedded broker's TLS: a serving certificate from the hub CA for this host's names plus
 /// `sans`, and client certificates from the hub CA required.
 pub fn broker_server_config(

@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-pub use hub::{JoinRequest, JoinResponse, admit, broker_server_config, hub_client_identity};
+pub use hub::{
+    JoinRequest, JoinResponse, admit, broker_server_config, hub_client_identity,
+    local_node_identity,
+};
 pub use node::{NodeIdentity, join};
 pub use nodes::is_revoked;
 pub use signing::fleet_signing_key;

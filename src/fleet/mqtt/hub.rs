@@ -160,9 +160,17 @@ async fn drive(
                             br#"{"online":true}"#.to_vec(),
                         )
                         .await;
-                    // Wake the dispatcher so nodes waiting for a snapshot get one now.
-                    for node in registry.nodes() {
-                        registry.connect(&node, node_link(&hub, &node));
+                    // Wake the dispatcher so the nodes this link serves get a snapshot now
+                    // (nodes linked another way, in-process, keep their link).
+                    let ours: Vec<String> = hub
+                        .nodes
+                        .lock()
+                        .map(|n| n.keys().cloned().collect())
+                        .unwrap_or_default();
+                    for node in ours {
+                        if registry.get(&node).is_ok() {
+                            registry.connect(&node, node_link(&hub, &node));
+                        }
                     }
                 });
             }
