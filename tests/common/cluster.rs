@@ -59,7 +59,8 @@ pub fn rand_suffix() -> u64 {
         .unwrap_or(0)
 }
 
-fn import_busybox(data_dir: &Path) {
+/// Imports the busybox fixture into `data_dir` (creating its `manifests`).
+pub fn import_busybox(data_dir: &Path) {
     std::fs::create_dir_all(data_dir.join("manifests")).unwrap();
     let (oci, _) = super::fixtures::busybox_archives();
     let out = Command::new(bin())

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cluster::{free_port, kubectl_bin, stop};
+use super::cluster::{free_port, import_busybox, kubectl_bin, stop};
 use super::node::bin;
 
 pub struct Mosquitto {
@@ -516,20 +516,4 @@ impl Drop for Fleet {
             }
         }
     }
-}
-
-fn import_busybox(data_dir: &Path) {
-    std::fs::create_dir_all(data_dir.join("manifests")).unwrap();
-    let (oci, _) = super::fixtures::busybox_archives();
-    let out = Command::new(bin())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["image", "import", oci.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "image import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
