@@ -148,7 +148,7 @@ async fn sim_node(
                         continue;
                     }
                     let Ok(body) = envelope::open(&hub_key, &p.topic, &p.payload) else { continue };
-                    let Ok(msg) = serde_json::from_slice::<desired::Message>(&body) else { continue };
+                    let Ok(msg) = desired::from_json::<desired::Message>(&body) else { continue };
                     if msg.generation <= applied || msg.base.is_some_and(|b| b != applied) {
                         continue;
                     }

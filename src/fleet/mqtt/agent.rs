@@ -382,7 +382,7 @@ async fn apply_desired(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedRe
 fn verify(inner: &Inner, p: &Publish) -> Result<Message, String> {
     let body = envelope::open(&inner.hub_key, &p.topic, &p.payload).map_err(|e| e.to_string())?;
     let msg: Message =
-        serde_json::from_slice(&body).map_err(|e| format!("malformed desired state: {e}"))?;
+        desired::from_json(&body).map_err(|e| format!("malformed desired state: {e}"))?;
     if msg.node != inner.node {
         return Err(format!("it is addressed to node {:?}", msg.node));
     }
@@ -410,12 +410,13 @@ fn commit(store: &Store, msg: Message) -> Result<Outcome, StoreError> {
         }
         let current: DesiredState = tx
             .setting(DESIRED_SETTING)?
-            .and_then(|s| serde_json::from_str::<wire::StoredDesired>(&s).ok())
+            .and_then(|s| desired::from_json::<wire::StoredDesired>(s.as_bytes()).ok())
             .map(Into::into)
             .unwrap_or_default();
         let generation = msg.generation;
         let state = desired::resolve(current, msg);
-        let stored = serde_json::to_string(&wire::StoredDesired::from(&state))?;
+        let stored = String::from_utf8(desired::to_json(&wire::StoredDesired::from(&state))?)
+            .unwrap_or_default();
         let gone = crate::agent::api_pods::apply_in(tx, state)?;
         tx.set_setting(DESIRED_SETTING, &stored)?;
         tx.set_setting(GENERATION_SETTING, &generation.to_string())?;
@@ -427,7 +428,7 @@ fn reapply_stored(store: &Store) -> Result<Vec<PodRef>, StoreError> {
     let Some(stored) = store.setting(DESIRED_SETTING)? else {
         return Ok(Vec::new());
     };
-    let Ok(state) = serde_json::from_str::<wire::StoredDesired>(&stored) else {
+    let Ok(state) = desired::from_json::<wire::StoredDesired>(stored.as_bytes()) else {
         return Ok(Vec::new());
     };
     let state: DesiredState = state.into();

@@ -15,7 +15,9 @@ pub const MAX_PACKET: usize = 2 * 1024 * 1024;
 /// MQTT keep-alive: the broker publishes a silent peer's Last Will after 1.5× this.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+// Ten seconds: a broker restarted on the LAN is found again within seconds, and a thousand devices
+// retrying that often (with jitter) are little load for it.
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// `mqtt://HOST:PORT` (plain TCP, for loopback and tests) or `mqtts://HOST:PORT` (TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,6 +49,19 @@ pub struct Message {
     pub removed: Removed,
 }
 
+/// JSON text of `value`, through a `serde_json::Value`. Pods, ConfigMaps and Secrets are
+/// serialized and parsed through Values everywhere else in the binary; going straight to bytes
+/// would compile a second copy of their (large, generic) serde code for the byte-oriented
+/// serializer, which the armv7 size budget cannot afford.
+pub fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&serde_json::to_value(value)?)
+}
+
+/// The inverse of [`to_json`], through a `serde_json::Value` for the same reason.
+pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::from_slice::<serde_json::Value>(bytes)?)
+}
+
 pub fn full(node: &str, generation: u64, state: &DesiredState) -> Message {
     Message {
         node: node.to_string(),

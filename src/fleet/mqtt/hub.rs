@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Event, Node, NodeStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::Node;
 use rumqttc::{AsyncClient, Event as MqttEvent, Packet, Publish, QoS};
 use serde::Deserialize;
 use serde_json::Value;
@@ -289,64 +289,54 @@ async fn status(inner: &Arc<Inner>, node: &str, payload: &[u8]) {
 
 struct Retry(String);
 
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-enum Report {
-    Register {
-        node: Box<Node>,
-    },
-    NodeStatus {
-        status: Box<NodeStatus>,
-    },
-    PodStatus {
-        pod: PodRef,
-        status: Box<PodStatus>,
-    },
-    PodGone {
-        pod: PodRef,
-    },
-    MirrorPod {
-        pod: Box<Pod>,
-    },
-    Event {
-        event: Box<Event>,
-    },
-    Applied {
-        generation: u64,
-        #[serde(default, rename = "needFull")]
-        need_full: bool,
-    },
+/// One field of a report, decoded from its Value (each k8s type's serde code is the Value one
+/// the binary already has; an internally tagged enum would compile another copy of each).
+fn field<T: serde::de::DeserializeOwned>(report: &mut Value, name: &str) -> Result<T, String> {
+    serde_json::from_value(report.get_mut(name).map(Value::take).unwrap_or(Value::Null))
+        .map_err(|e| format!("{name}: {e}"))
 }
 
-async fn apply_report(inner: &Arc<Inner>, node: &str, report: Value) -> Result<(), Retry> {
-    let report: Report = match serde_json::from_value(report) {
+async fn apply_report(inner: &Arc<Inner>, node: &str, mut report: Value) -> Result<(), Retry> {
+    let side = Arc::clone(&inner.side);
+    let kind = report
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let r = &mut report;
+    let result: Result<Result<(), LinkError>, String> = async {
+        Ok(match kind.as_str() {
+            "register" => {
+                let n: Node = field(r, "node")?;
+                if n.metadata.name.as_deref() != Some(node) {
+                    return Err("a registration for another node".to_string());
+                }
+                side.register_node(n).await
+            }
+            "nodeStatus" => {
+                side.node_status(node.to_string(), field(r, "status")?)
+                    .await
+            }
+            "podStatus" => side.pod_status(field(r, "pod")?, field(r, "status")?).await,
+            "podGone" => side.pod_gone(field(r, "pod")?).await,
+            "mirrorPod" => side.mirror_pod(field(r, "pod")?).await,
+            "event" => side.event(field(r, "event")?).await,
+            "applied" => {
+                let generation: u64 = field(r, "generation")?;
+                let need_full = r.get("needFull").and_then(Value::as_bool).unwrap_or(false);
+                applied(inner, node, generation, need_full).await;
+                Ok(())
+            }
+            other => return Err(format!("unknown kind {other:?}")),
+        })
+    }
+    .await;
+    let result = match result {
         Ok(r) => r,
         Err(e) => {
             // Acknowledged anyway: sending it again would not make it readable.
             tracing::warn!(node = %node, "dropping an unreadable report: {e}");
             return Ok(());
-        }
-    };
-    let side = Arc::clone(&inner.side);
-    let result = match report {
-        Report::Register { node: n } => {
-            if n.metadata.name.as_deref() != Some(node) {
-                tracing::warn!(node = %node, "dropping a registration for another node");
-                return Ok(());
-            }
-            side.register_node(*n).await
-        }
-        Report::NodeStatus { status, .. } => side.node_status(node.to_string(), *status).await,
-        Report::PodStatus { pod, status } => side.pod_status(pod, *status).await,
-        Report::PodGone { pod } => side.pod_gone(pod).await,
-        Report::MirrorPod { pod } => side.mirror_pod(*pod).await,
-        Report::Event { event } => side.event(*event).await,
-        Report::Applied {
-            generation,
-            need_full,
-        } => {
-            applied(inner, node, generation, need_full).await;
-            Ok(())
         }
     };
     match result {
@@ -410,7 +400,7 @@ async fn send(inner: &Arc<Inner>, node: &str, mut state: DesiredState) -> Result
             _ => desired::full(node, generation, &state),
         };
         let full = msg.base.is_none();
-        let body = serde_json::to_vec(&msg).map_err(|e| LinkError::Failed(e.to_string()))?;
+        let body = desired::to_json(&msg).map_err(|e| LinkError::Failed(e.to_string()))?;
         if full {
             st.chain.clear();
         }
