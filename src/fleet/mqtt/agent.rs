@@ -309,6 +309,7 @@ enum Outcome {
     Old {
         got: u64,
         applied: u64,
+        full: bool,
     },
     /// A delta against a state this node does not hold.
     NeedFull(u64),
@@ -362,8 +363,18 @@ async fn apply_desired(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedRe
                     queue_gone(&inner, r).await;
                 }
             }
-            Some(Outcome::Old { got, applied }) => {
+            Some(Outcome::Old { got, applied, full }) => {
                 tracing::debug!(node = %inner.node, got, applied, "ignoring desired state not newer than what is applied");
+                // An older snapshot from a hub that counts lower than this node (it restarted):
+                // say where this node stands, so the hub sends one it will take.
+                if full && got < applied {
+                    queue(
+                        &inner,
+                        "applied",
+                        &json!({"kind": "applied", "generation": applied}),
+                    )
+                    .await;
+                }
             }
             Some(Outcome::NeedFull(applied)) => {
                 tracing::info!(node = %inner.node, applied, "a delta does not apply here; asking the hub for a full snapshot");
@@ -403,6 +414,7 @@ fn commit(store: &Store, msg: Message) -> Result<Outcome, StoreError> {
             return Ok(Outcome::Old {
                 got: msg.generation,
                 applied,
+                full: msg.base.is_none(),
             });
         }
         if msg.base.is_some_and(|b| b != applied) {

@@ -53,7 +53,14 @@ struct NodeState {
     /// The generation the node last said it applied.
     applied: Option<u64>,
     need_full: bool,
+    /// When the last full snapshot went out.
+    full_at: Option<std::time::Instant>,
 }
+
+/// Reports of a generation older than the last snapshot keep arriving for a while after it
+/// (the node's outbox sends what it had queued); only after this long do they mean the node
+/// really holds an old state.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Inner {
     client: AsyncClient,
@@ -358,8 +365,12 @@ async fn applied(inner: &Arc<Inner>, node: &str, generation: u64, need_full: boo
         };
         let st = nodes.entry(node.to_string()).or_default();
         st.applied = Some(generation);
-        let stale = !st.chain.is_empty() && !st.chain.contains(&generation);
-        if need_full || stale {
+        // Outside the chain: ahead of it (the hub restarted and counts lower than the node) or
+        // behind its snapshot for longer than in-flight reports explain (the node lost state).
+        let outside = !st.chain.is_empty() && !st.chain.contains(&generation);
+        let ahead = st.chain.iter().all(|g| generation > *g);
+        let settled = st.full_at.is_none_or(|t| t.elapsed() >= SETTLE);
+        if need_full || (outside && (ahead || settled)) {
             st.need_full = true;
         }
         st.need_full
@@ -403,6 +414,7 @@ async fn send(inner: &Arc<Inner>, node: &str, mut state: DesiredState) -> Result
         let body = desired::to_json(&msg).map_err(|e| LinkError::Failed(e.to_string()))?;
         if full {
             st.chain.clear();
+            st.full_at = Some(std::time::Instant::now());
         }
         st.chain.push(generation);
         if st.chain.len() > CHAIN {
