@@ -149,7 +149,15 @@ async fn sim_node(
                     }
                     let Ok(body) = envelope::open(&hub_key, &p.topic, &p.payload) else { continue };
                     let Ok(msg) = desired::from_json::<desired::Message>(&body) else { continue };
-                    if msg.generation <= applied || msg.base.is_some_and(|b| b != applied) {
+                    if msg.generation <= applied {
+                        continue;
+                    }
+                    if msg.base.is_some_and(|b| b != applied) {
+                        // As the agent does: ask for a snapshot.
+                        seq += 1;
+                        let body = wire::encode_status(&wire::Status { node: name.clone(), records: vec![wire::Record {
+                            seq, report: json!({"kind": "applied", "generation": applied, "needFull": true}) }] });
+                        publish(status_topic.clone(), body, QoS::AtLeastOnce, false).await;
                         continue;
                     }
                     let before: std::collections::HashSet<String> =
@@ -328,6 +336,34 @@ fn run_in(dir: &std::path::Path, nodes: usize, idle_seconds: u64) -> anyhow::Res
         .flatten()
         .unwrap_or(100) as f64;
 
+    // Printed as measured: a later step that fails leaves these standing.
+    println!("edgepod bench fleet: {nodes} simulated nodes, hub and Mosquitto on loopback");
+    println!(
+        "{:<52} {:>10.2} s",
+        "all nodes registered and Ready",
+        registered.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>10.2} s",
+        "DaemonSet created -> every node's pod Running",
+        converge.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>10.0} /s",
+        "  MQTT messages at the nodes during that",
+        msgs as f64 / converge.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>10.1} % of a core",
+        "  hub CPU during that",
+        ticks as f64 / hz / converge.as_secs_f64() * 100.0
+    );
+    println!("{:<52} {:>10} KiB", "hub RSS before the nodes", rss0);
+    println!(
+        "{:<52} {:>10} KiB (PSS {pss1})",
+        "hub RSS with every node and pod", rss1
+    );
+
     // Idle: nothing changes; what does each node send and receive?
     let before: Vec<(u64, u64)> = per_node
         .iter()
@@ -347,6 +383,10 @@ fn run_in(dir: &std::path::Path, nodes: usize, idle_seconds: u64) -> anyhow::Res
         })
         .sum();
     let idle_per_node_min = idle as f64 / nodes as f64 * 60.0 / idle_seconds.max(1) as f64;
+    println!(
+        "{:<52} {:>10.0} B/min",
+        "idle traffic per node", idle_per_node_min
+    );
 
     // One pod change on one node: a pod bound to sim-00000.
     let probe = &per_node[0];
@@ -375,36 +415,6 @@ fn run_in(dir: &std::path::Path, nodes: usize, idle_seconds: u64) -> anyhow::Res
         probe.sent.load(Ordering::Relaxed) - s0 + probe.received.load(Ordering::Relaxed) - r0;
     let heartbeats_during = 2 * wire_size(&topics.from_node("sim-00000", topics::HEARTBEAT), 0);
 
-    println!("edgepod bench fleet: {nodes} simulated nodes, hub and Mosquitto on loopback");
-    println!(
-        "{:<52} {:>10.2} s",
-        "all nodes registered and Ready",
-        registered.as_secs_f64()
-    );
-    println!(
-        "{:<52} {:>10.2} s",
-        "DaemonSet created -> every node's pod Running",
-        converge.as_secs_f64()
-    );
-    println!(
-        "{:<52} {:>10.0} /s",
-        "  MQTT messages at the nodes during that",
-        msgs as f64 / converge.as_secs_f64()
-    );
-    println!(
-        "{:<52} {:>10.1} % of a core",
-        "  hub CPU during that",
-        ticks as f64 / hz / converge.as_secs_f64() * 100.0
-    );
-    println!("{:<52} {:>10} KiB", "hub RSS before the nodes", rss0);
-    println!(
-        "{:<52} {:>10} KiB (PSS {pss1})",
-        "hub RSS with every node and pod", rss1
-    );
-    println!(
-        "{:<52} {:>10.0} B/min",
-        "idle traffic per node", idle_per_node_min
-    );
     println!(
         "{:<52} {:>10} B (heartbeats excluded: {})",
         "one pod change, one node (in + out)",
