@@ -130,6 +130,10 @@ fn workloads_spread_over_mqtt_and_converge_after_a_broker_outage() {
             .all(|a| !a.local_pods().contains(&victim))
             .then_some(())
     });
+    // Every node Ready again, even one the hub marked Unknown during the outage.
+    for n in ["n1", "n2", "n3"] {
+        fleet.wait_node_ready(n, "True", 60);
+    }
     // Nothing is left unacknowledged, and the hub holds what each node reports.
     fleet.wait_for("every outbox drained", 60, || {
         fleet.agents.iter().all(|a| outbox(a) == 0).then_some(())

@@ -174,6 +174,9 @@ async fn drive(
                 });
                 inner.online.store(true, Ordering::SeqCst);
                 inner.connected.send_modify(|n| *n += 1);
+                // While the link was down the hub may have marked this node Unknown; heartbeats
+                // only refresh times, so the next report is the whole status.
+                forget_node_status(&inner);
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 if let Some(streams) = &inner.streams {
@@ -183,6 +186,10 @@ async fn drive(
                         continue;
                     }
                     if p.topic == inner.topics.hub_presence() {
+                        // A hub (re)starting may have marked this node Unknown meanwhile.
+                        if p.payload.windows(4).any(|w| w == b"true") {
+                            forget_node_status(&inner);
+                        }
                         streams.hub_presence(&p.payload);
                         let _ = inner.acks.send(p);
                         continue;
@@ -215,6 +222,13 @@ async fn drive(
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+/// Makes the next Node status report a full one rather than a heartbeat.
+fn forget_node_status(inner: &Inner) {
+    if let Ok(mut last) = inner.node_status.lock() {
+        *last = None;
     }
 }
 
