@@ -118,7 +118,7 @@ fn workloads_spread_over_mqtt_and_converge_after_a_broker_outage() {
         90,
         || all_running(&fleet.pods("app=pinned"), 1).then_some(()),
     );
-    let web = fleet.wait_for("the Deployment back at 2 Running pods", 90, || {
+    let web = fleet.wait_for("the Deployment back at 2 Running pods", 180, || {
         let p = fleet.pods("app=web");
         all_running(&p, 2).then_some(p)
     });
