@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::metrics::{MetricsRegistry, NodeMetricsReport};
 use super::{DesiredState, HubLink, LinkError, NodeRegistry, PodRef};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tx};
 
 /// Every connected node gets its full pod set at least this often, so a lost message heals.
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
@@ -32,190 +32,209 @@ fn failed(e: StoreError) -> LinkError {
     LinkError::Failed(e.to_string())
 }
 
+/// One thing a node reports that lands in the hub's store.
+pub enum Report {
+    Register(Box<Node>),
+    NodeStatus(String, Box<NodeStatus>),
+    PodStatus(PodRef, Box<PodStatus>),
+    PodGone(PodRef),
+    MirrorPod(Box<Pod>),
+    Event(Box<Event>),
+    /// A heartbeat without a status change (what a Lease renewal is to the kubelet): the node's
+    /// conditions get a fresh lastHeartbeatTime, nothing else changes.
+    Heartbeat(String),
+}
+
 impl HubSide {
     /// `metrics` is the table usage reports land in (shared with the API and the autoscaler).
     pub fn new(store: Arc<Store>, metrics: Arc<MetricsRegistry>) -> Arc<HubSide> {
         Arc::new(HubSide { store, metrics })
     }
 
-    fn register(&self, node: Node) -> Result<(), LinkError> {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let mut fresh =
-            serde_json::to_value(&node).map_err(|e| LinkError::Failed(e.to_string()))?;
-        fresh["apiVersion"] = "v1".into();
-        fresh["kind"] = "Node".into();
+    /// Applies `reports` in order in one store transaction: a busy fleet's reports cost one
+    /// commit, and one wake-up of the controllers, watchers and dispatcher, per batch rather than
+    /// per report. Returns each report's own outcome; `Err` (nothing applied, the nodes send
+    /// again) only when the store itself failed.
+    pub fn apply(&self, reports: Vec<Report>) -> Result<Vec<Result<(), LinkError>>, LinkError> {
         self.store
             .write(|tx| {
-                match tx.get("Node", "", &name)? {
-                    Some(mut old) => {
-                        // Labels set through the API (kubectl label node) stay; the node's own
-                        // labels are refreshed over them.
-                        let mut labels: BTreeMap<String, Value> = old
-                            .pointer("/metadata/labels")
-                            .and_then(|l| serde_json::from_value(l.clone()).ok())
-                            .unwrap_or_default();
-                        if let Some(own) =
-                            fresh.pointer("/metadata/labels").and_then(Value::as_object)
-                        {
-                            for (k, v) in own {
-                                labels.insert(k.clone(), v.clone());
-                            }
+                let mut outcomes = Vec::with_capacity(reports.len());
+                for report in reports {
+                    outcomes.push(match apply_one(tx, report) {
+                        Ok(()) => Ok(()),
+                        // The database itself: nothing of the batch may be kept.
+                        Err(e @ (StoreError::Sqlite(_) | StoreError::Io { .. })) => return Err(e),
+                        // The Node was deleted through the API: it registers again.
+                        Err(StoreError::NotFound { kind, name, .. }) if kind == "Node" => {
+                            Err(LinkError::NodeUnavailable(name))
                         }
-                        old["metadata"]["labels"] = serde_json::to_value(labels)?;
-                        old["status"] = fresh["status"].clone();
-                        tx.put("Node", &old)?;
-                    }
-                    None => {
-                        tx.create("Node", &fresh)?;
-                    }
+                        // Checked before anything was written: this report alone is refused.
+                        Err(e) => Err(LinkError::BadRequest(e.to_string())),
+                    });
                 }
-                Ok::<_, StoreError>(())
+                Ok(outcomes)
             })
             .map_err(failed)
     }
 
-    fn status_of_node(&self, name: &str, status: NodeStatus) -> Result<(), LinkError> {
-        let status = serde_json::to_value(status).map_err(|e| LinkError::Failed(e.to_string()))?;
-        match self.store.update_with("Node", "", name, |node| {
-            node["status"] = status;
-            Ok::<_, StoreError>(())
-        }) {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound { .. }) => Err(LinkError::NodeUnavailable(name.to_string())),
-            Err(e) => Err(failed(e)),
+    fn apply_single(&self, report: Report) -> Result<(), LinkError> {
+        self.apply(vec![report])?
+            .pop()
+            .unwrap_or_else(|| Err(LinkError::Failed("no outcome".into())))
+    }
+}
+
+fn apply_one(tx: &Tx<'_>, report: Report) -> Result<(), StoreError> {
+    match report {
+        Report::Register(node) => register(tx, *node),
+        Report::NodeStatus(name, status) => {
+            let status = serde_json::to_value(status)?;
+            tx.update_with("Node", "", &name, |node| {
+                node["status"] = status;
+                Ok::<_, StoreError>(())
+            })
+            .map(drop)
         }
-    }
-
-    fn status_of_pod(&self, pod: &PodRef, status: PodStatus) -> Result<(), LinkError> {
-        let status = serde_json::to_value(status).map_err(|e| LinkError::Failed(e.to_string()))?;
-        self.store
-            .write(|tx| {
-                let Some(mut obj) = tx.get("Pod", &pod.namespace, &pod.name)? else {
-                    return Ok(());
-                };
-                // A report about an older pod of the same name is stale.
-                if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod.uid.as_str()) {
-                    return Ok(());
-                }
-                // The hub's own conditions (PodScheduled) survive the node's report.
-                let mut status = status.clone();
-                merge_scheduled(&obj, &mut status);
-                obj["status"] = status;
-                tx.put("Pod", &obj)?;
-                Ok::<_, StoreError>(())
-            })
-            .map_err(failed)
-    }
-
-    fn gone(&self, pod: &PodRef) -> Result<(), LinkError> {
-        self.store
-            .write(|tx| {
-                let Some(obj) = tx.get("Pod", &pod.namespace, &pod.name)? else {
-                    return Ok(());
-                };
-                if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod.uid.as_str())
-                    || obj.pointer("/metadata/deletionTimestamp").is_none()
+        Report::PodStatus(pod, status) => status_of_pod(tx, &pod, *status),
+        Report::PodGone(pod) => gone(tx, &pod),
+        Report::MirrorPod(pod) => mirror(tx, *pod),
+        Report::Event(event) => record(tx, *event),
+        Report::Heartbeat(name) => {
+            let now = crate::api::time::format(jiff::Timestamp::now());
+            tx.update_with("Node", "", &name, |node| {
+                if let Some(conds) = node
+                    .pointer_mut("/status/conditions")
+                    .and_then(Value::as_array_mut)
                 {
-                    return Ok(());
+                    for c in conds {
+                        c["lastHeartbeatTime"] = Value::String(now.clone());
+                    }
                 }
-                let finalizers = obj
-                    .pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| !f.is_empty());
-                if finalizers {
-                    return Ok(());
-                }
-                tx.delete("Pod", &pod.namespace, &pod.name)?;
                 Ok::<_, StoreError>(())
             })
-            .map_err(failed)
-    }
-
-    fn mirror(&self, pod: Pod) -> Result<(), LinkError> {
-        let mut obj = serde_json::to_value(&pod).map_err(|e| LinkError::Failed(e.to_string()))?;
-        obj["apiVersion"] = "v1".into();
-        obj["kind"] = "Pod".into();
-        let source_uid = pod.metadata.uid.clone().unwrap_or_default();
-        obj["metadata"]["annotations"][MIRROR_ANNOTATION] = Value::String(source_uid);
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
+            .map(drop)
         }
-        self.store
-            .write(|tx| {
-                if tx.get("Namespace", "", &ns)?.is_none() {
-                    return Ok(());
-                }
-                match tx.get("Pod", &ns, &name)? {
-                    Some(old)
-                        if old.get("status") == obj.get("status")
-                            && old.pointer("/metadata/uid") == obj.pointer("/metadata/uid") => {}
-                    Some(old) if old.pointer("/metadata/uid") == obj.pointer("/metadata/uid") => {
-                        let mut new = old.clone();
-                        new["status"] = obj["status"].clone();
-                        tx.put("Pod", &new)?;
-                    }
-                    Some(_) => {
-                        tx.delete("Pod", &ns, &name)?;
-                        tx.create("Pod", &obj)?;
-                    }
-                    None => {
-                        tx.create("Pod", &obj)?;
-                    }
-                }
-                Ok::<_, StoreError>(())
-            })
-            .map_err(failed)
     }
+}
 
-    /// A heartbeat without a status change (what a Lease renewal is to the kubelet): the node's
-    /// conditions get a fresh lastHeartbeatTime, nothing else changes.
-    pub fn heartbeat(&self, name: &str) -> Result<(), LinkError> {
-        let now = crate::api::time::format(jiff::Timestamp::now());
-        match self.store.update_with("Node", "", name, |node| {
-            if let Some(conds) = node
-                .pointer_mut("/status/conditions")
-                .and_then(Value::as_array_mut)
-            {
-                for c in conds {
-                    c["lastHeartbeatTime"] = Value::String(now.clone());
+fn register(tx: &Tx<'_>, node: Node) -> Result<(), StoreError> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let mut fresh = serde_json::to_value(&node)?;
+    fresh["apiVersion"] = "v1".into();
+    fresh["kind"] = "Node".into();
+    match tx.get("Node", "", &name)? {
+        Some(mut old) => {
+            // Labels set through the API (kubectl label node) stay; the node's own labels are
+            // refreshed over them.
+            let mut labels: BTreeMap<String, Value> = old
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            if let Some(own) = fresh.pointer("/metadata/labels").and_then(Value::as_object) {
+                for (k, v) in own {
+                    labels.insert(k.clone(), v.clone());
                 }
             }
-            Ok::<_, StoreError>(())
-        }) {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound { .. }) => Err(LinkError::NodeUnavailable(name.to_string())),
-            Err(e) => Err(failed(e)),
+            old["metadata"]["labels"] = serde_json::to_value(labels)?;
+            old["status"] = fresh["status"].clone();
+            tx.put("Node", &old)?;
+        }
+        None => {
+            tx.create("Node", &fresh)?;
         }
     }
+    Ok(())
+}
 
-    fn record(&self, event: Event) -> Result<(), LinkError> {
-        let obj = serde_json::to_value(&event).map_err(|e| LinkError::Failed(e.to_string()))?;
-        let ns = event
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        self.store
-            .write(|tx| {
-                if tx.get("Namespace", "", &ns)?.is_none() {
-                    return Ok(());
-                }
-                let mut obj = obj.clone();
-                if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                    m.remove("resourceVersion");
-                    m.remove("uid");
-                }
-                tx.put("Event", &obj)?;
-                Ok::<_, StoreError>(())
-            })
-            .map_err(failed)
+fn status_of_pod(tx: &Tx<'_>, pod: &PodRef, status: PodStatus) -> Result<(), StoreError> {
+    let mut status = serde_json::to_value(status)?;
+    let Some(mut obj) = tx.get("Pod", &pod.namespace, &pod.name)? else {
+        return Ok(());
+    };
+    // A report about an older pod of the same name is stale.
+    if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod.uid.as_str()) {
+        return Ok(());
     }
+    // The hub's own conditions (PodScheduled) survive the node's report.
+    merge_scheduled(&obj, &mut status);
+    obj["status"] = status;
+    tx.put("Pod", &obj)?;
+    Ok(())
+}
+
+fn gone(tx: &Tx<'_>, pod: &PodRef) -> Result<(), StoreError> {
+    let Some(obj) = tx.get("Pod", &pod.namespace, &pod.name)? else {
+        return Ok(());
+    };
+    if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod.uid.as_str())
+        || obj.pointer("/metadata/deletionTimestamp").is_none()
+    {
+        return Ok(());
+    }
+    let finalizers = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if !finalizers {
+        tx.delete("Pod", &pod.namespace, &pod.name)?;
+    }
+    Ok(())
+}
+
+fn mirror(tx: &Tx<'_>, pod: Pod) -> Result<(), StoreError> {
+    let mut obj = serde_json::to_value(&pod)?;
+    obj["apiVersion"] = "v1".into();
+    obj["kind"] = "Pod".into();
+    let source_uid = pod.metadata.uid.clone().unwrap_or_default();
+    obj["metadata"]["annotations"][MIRROR_ANNOTATION] = Value::String(source_uid);
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    if tx.get("Namespace", "", &ns)?.is_none() {
+        return Ok(());
+    }
+    match tx.get("Pod", &ns, &name)? {
+        Some(old)
+            if old.get("status") == obj.get("status")
+                && old.pointer("/metadata/uid") == obj.pointer("/metadata/uid") => {}
+        Some(old) if old.pointer("/metadata/uid") == obj.pointer("/metadata/uid") => {
+            let mut new = old.clone();
+            new["status"] = obj["status"].clone();
+            tx.put("Pod", &new)?;
+        }
+        Some(_) => {
+            tx.delete("Pod", &ns, &name)?;
+            tx.create("Pod", &obj)?;
+        }
+        None => {
+            tx.create("Pod", &obj)?;
+        }
+    }
+    Ok(())
+}
+
+fn record(tx: &Tx<'_>, event: Event) -> Result<(), StoreError> {
+    let mut obj = serde_json::to_value(&event)?;
+    let ns = event
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    if tx.get("Namespace", "", &ns)?.is_none() {
+        return Ok(());
+    }
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("uid");
+    }
+    tx.put("Event", &obj)?;
+    Ok(())
 }
 
 /// Keeps the hub-set PodScheduled condition in a status reported by a node.
@@ -240,7 +259,7 @@ fn merge_scheduled(old: &Value, status: &mut Value) {
 
 impl HubLink for HubSide {
     fn register_node(&self, node: Node) -> BoxFuture<'static, Result<(), LinkError>> {
-        let r = self.register(node);
+        let r = self.apply_single(Report::Register(Box::new(node)));
         Box::pin(async move { r })
     }
 
@@ -249,7 +268,7 @@ impl HubLink for HubSide {
         node: String,
         status: NodeStatus,
     ) -> BoxFuture<'static, Result<(), LinkError>> {
-        let r = self.status_of_node(&node, status);
+        let r = self.apply_single(Report::NodeStatus(node, Box::new(status)));
         Box::pin(async move { r })
     }
 
@@ -258,22 +277,22 @@ impl HubLink for HubSide {
         pod: PodRef,
         status: PodStatus,
     ) -> BoxFuture<'static, Result<(), LinkError>> {
-        let r = self.status_of_pod(&pod, status);
+        let r = self.apply_single(Report::PodStatus(pod, Box::new(status)));
         Box::pin(async move { r })
     }
 
     fn pod_gone(&self, pod: PodRef) -> BoxFuture<'static, Result<(), LinkError>> {
-        let r = self.gone(&pod);
+        let r = self.apply_single(Report::PodGone(pod));
         Box::pin(async move { r })
     }
 
     fn mirror_pod(&self, pod: Pod) -> BoxFuture<'static, Result<(), LinkError>> {
-        let r = self.mirror(pod);
+        let r = self.apply_single(Report::MirrorPod(Box::new(pod)));
         Box::pin(async move { r })
     }
 
     fn event(&self, event: Event) -> BoxFuture<'static, Result<(), LinkError>> {
-        let r = self.record(event);
+        let r = self.apply_single(Report::Event(Box::new(event)));
         Box::pin(async move { r })
     }
 

@@ -27,11 +27,11 @@ use super::envelope::Signer;
 use super::stream::{HubStreams, Timing};
 use super::topics::{self, Topics};
 use super::{desired, wire};
-use crate::fleet::hub::HubSide;
+use crate::fleet::hub::{HubSide, Report};
 use crate::fleet::metrics::MetricsRegistry;
 use crate::fleet::{
-    ByteReader, DesiredState, Duplex, ExecRequest, ExecSession, HubLink, LinkError, LogRequest,
-    NodeLink, NodeRegistry, PodRef,
+    ByteReader, DesiredState, Duplex, ExecRequest, ExecSession, LinkError, LogRequest, NodeLink,
+    NodeRegistry, PodRef,
 };
 use crate::store::Store;
 
@@ -213,9 +213,34 @@ struct Presence {
     online: bool,
 }
 
-/// Handles what nodes send, one message at a time: a node's reports are applied in its order.
+/// Messages taken off the queue per round: under load one round, and one store transaction,
+/// serves many nodes; alone, a message is handled as soon as it arrives.
+const ROUND: usize = 512;
+
+/// Handles what nodes send, in rounds: all that queued up while the last round ran is applied
+/// together (a node's reports stay in its order).
 async fn process(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Publish>) {
-    while let Some(p) = rx.recv().await {
+    let mut queued = Vec::with_capacity(ROUND);
+    while rx.recv_many(&mut queued, ROUND).await > 0 {
+        round(&inner, std::mem::take(&mut queued)).await;
+    }
+}
+
+/// A report of a status batch, to be acknowledged by `seq` once applied.
+struct Pending {
+    node: String,
+    seq: Option<u64>,
+    report: Report,
+}
+
+async fn round(inner: &Arc<Inner>, messages: Vec<Publish>) {
+    let mut pending: Vec<Pending> = Vec::new();
+    // Sequence numbers to acknowledge, per node, whatever the store does: reports the hub has
+    // acted on without it, and unreadable ones (sending them again would not help).
+    let mut acks: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut generations: Vec<(String, u64, bool)> = Vec::new();
+    let mut heartbeats: Vec<String> = Vec::new();
+    for p in messages {
         let Some((node, what)) = inner.topics.parse_from_node(&p.topic) else {
             continue;
         };
@@ -224,7 +249,7 @@ async fn process(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedReceiver
             topics::PRESENCE => match serde_json::from_slice::<Presence>(&p.payload) {
                 Ok(Presence { online: true }) => {
                     tracing::info!(node = %node, "node online");
-                    inner.registry.connect(&node, node_link(&inner, &node));
+                    inner.registry.connect(&node, node_link(inner, &node));
                 }
                 Ok(Presence { online: false }) => {
                     tracing::info!(node = %node, "node offline");
@@ -235,18 +260,33 @@ async fn process(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedReceiver
             },
             topics::STATUS => {
                 if inner.registry.get(&node).is_err() {
-                    inner.registry.connect(&node, node_link(&inner, &node));
+                    inner.registry.connect(&node, node_link(inner, &node));
                 }
-                status(&inner, &node, &p.payload).await;
-            }
-            topics::HEARTBEAT => {
-                let side = Arc::clone(&inner.side);
-                let n = node.clone();
-                let r = tokio::task::spawn_blocking(move || side.heartbeat(&n)).await;
-                if let Ok(Err(e)) = r {
-                    tracing::debug!(node = %node, "heartbeat: {e}");
+                let Some(batch) = status_batch(&node, &p.payload) else {
+                    continue;
+                };
+                for record in batch.records {
+                    match decode(&node, record.report) {
+                        Ok(Decoded::Store(report)) => pending.push(Pending {
+                            node: node.clone(),
+                            seq: Some(record.seq),
+                            report,
+                        }),
+                        Ok(Decoded::Applied {
+                            generation,
+                            need_full,
+                        }) => {
+                            generations.push((node.clone(), generation, need_full));
+                            acks.entry(node.clone()).or_default().push(record.seq);
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node, "dropping an unreadable report: {e}");
+                            acks.entry(node.clone()).or_default().push(record.seq);
+                        }
+                    }
                 }
             }
+            topics::HEARTBEAT => heartbeats.push(node),
             topics::METRICS => {
                 if let Some(report) = serde_json::from_slice::<wire::Metrics>(&p.payload)
                     .ok()
@@ -259,42 +299,85 @@ async fn process(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::UnboundedReceiver
             _ => tracing::debug!(node = %node, topic = %p.topic, "ignoring an unknown topic"),
         }
     }
+    heartbeats.sort();
+    heartbeats.dedup();
+    pending.extend(heartbeats.into_iter().map(|node| Pending {
+        report: Report::Heartbeat(node.clone()),
+        node,
+        seq: None,
+    }));
+    store_round(inner, pending, &mut acks).await;
+    for (node, generation, need_full) in generations {
+        applied(inner, &node, generation, need_full).await;
+    }
+    for (node, seqs) in acks {
+        let topic = inner.topics.to_node(&node, topics::ACK);
+        let ack = serde_json::to_vec(&wire::Ack { seqs }).unwrap_or_default();
+        let _ = inner
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, ack)
+            .await;
+    }
 }
 
-async fn status(inner: &Arc<Inner>, node: &str, payload: &[u8]) {
+/// Applies a round's reports in one transaction and adds what was applied to `acks`; when the
+/// store fails nothing is acknowledged and the nodes' outboxes send it all again.
+async fn store_round(
+    inner: &Arc<Inner>,
+    pending: Vec<Pending>,
+    acks: &mut HashMap<String, Vec<u64>>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut whose = Vec::with_capacity(pending.len());
+    let mut reports = Vec::with_capacity(pending.len());
+    for p in pending {
+        whose.push((p.node, p.seq));
+        reports.push(p.report);
+    }
+    let side = Arc::clone(&inner.side);
+    let outcomes = match tokio::task::spawn_blocking(move || side.apply(reports)).await {
+        Ok(Ok(outcomes)) => outcomes,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                reports = whose.len(),
+                "reports not applied, nodes will resend: {e}"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("reports not applied: {e}");
+            return;
+        }
+    };
+    for ((node, seq), outcome) in whose.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => {}
+            // The Node was deleted through the API: the node registers again (its next report).
+            Err(LinkError::NodeUnavailable(_)) => {}
+            Err(e) => tracing::debug!(node = %node, "report refused: {e}"),
+        }
+        if let Some(seq) = seq {
+            acks.entry(node).or_default().push(seq);
+        }
+    }
+}
+
+fn status_batch(node: &str, payload: &[u8]) -> Option<wire::Status> {
     let batch = match wire::decode_status(payload) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(node = %node, "ignoring a status message: {e}");
-            return;
+            return None;
         }
     };
     if batch.node != node {
         tracing::warn!(node = %node, claimed = %batch.node, "ignoring a status message for another node");
-        return;
+        return None;
     }
-    let mut done = Vec::new();
-    for record in batch.records {
-        match apply_report(inner, node, record.report).await {
-            Ok(()) => done.push(record.seq),
-            // Kept in the node's outbox and sent again: the store may be busy now.
-            Err(Retry(e)) => {
-                tracing::warn!(node = %node, seq = record.seq, "report not applied: {e}")
-            }
-        }
-    }
-    if done.is_empty() {
-        return;
-    }
-    let topic = inner.topics.to_node(node, topics::ACK);
-    let ack = serde_json::to_vec(&wire::Ack { seqs: done }).unwrap_or_default();
-    let _ = inner
-        .client
-        .publish(topic, QoS::AtLeastOnce, false, ack)
-        .await;
+    Some(batch)
 }
-
-struct Retry(String);
 
 /// One field of a report, decoded from its Value (each k8s type's serde code is the Value one
 /// the binary already has; an internally tagged enum would compile another copy of each).
@@ -303,59 +386,43 @@ fn field<T: serde::de::DeserializeOwned>(report: &mut Value, name: &str) -> Resu
         .map_err(|e| format!("{name}: {e}"))
 }
 
-async fn apply_report(inner: &Arc<Inner>, node: &str, mut report: Value) -> Result<(), Retry> {
-    let side = Arc::clone(&inner.side);
+enum Decoded {
+    Store(Report),
+    /// The generation of desired state the node holds now (and whether it wants a snapshot).
+    Applied {
+        generation: u64,
+        need_full: bool,
+    },
+}
+
+fn decode(node: &str, mut report: Value) -> Result<Decoded, String> {
     let kind = report
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     let r = &mut report;
-    let result: Result<Result<(), LinkError>, String> = async {
-        Ok(match kind.as_str() {
-            "register" => {
-                let n: Node = field(r, "node")?;
-                if n.metadata.name.as_deref() != Some(node) {
-                    return Err("a registration for another node".to_string());
-                }
-                side.register_node(n).await
+    Ok(Decoded::Store(match kind.as_str() {
+        "register" => {
+            let n: Node = field(r, "node")?;
+            if n.metadata.name.as_deref() != Some(node) {
+                return Err("a registration for another node".to_string());
             }
-            "nodeStatus" => {
-                side.node_status(node.to_string(), field(r, "status")?)
-                    .await
-            }
-            "podStatus" => side.pod_status(field(r, "pod")?, field(r, "status")?).await,
-            "podGone" => side.pod_gone(field(r, "pod")?).await,
-            "mirrorPod" => side.mirror_pod(field(r, "pod")?).await,
-            "event" => side.event(field(r, "event")?).await,
-            "applied" => {
-                let generation: u64 = field(r, "generation")?;
-                let need_full = r.get("needFull").and_then(Value::as_bool).unwrap_or(false);
-                applied(inner, node, generation, need_full).await;
-                Ok(())
-            }
-            other => return Err(format!("unknown kind {other:?}")),
-        })
-    }
-    .await;
-    let result = match result {
-        Ok(r) => r,
-        Err(e) => {
-            // Acknowledged anyway: sending it again would not make it readable.
-            tracing::warn!(node = %node, "dropping an unreadable report: {e}");
-            return Ok(());
+            Report::Register(Box::new(n))
         }
-    };
-    match result {
-        Ok(()) => Ok(()),
-        // The Node was deleted through the API: the node registers again (its next report).
-        Err(LinkError::NodeUnavailable(_)) => Ok(()),
-        Err(LinkError::Failed(e)) => Err(Retry(e)),
-        Err(e) => {
-            tracing::debug!(node = %node, "report: {e}");
-            Ok(())
+        "nodeStatus" => Report::NodeStatus(node.to_string(), Box::new(field(r, "status")?)),
+        "podStatus" => Report::PodStatus(field(r, "pod")?, Box::new(field(r, "status")?)),
+        "podGone" => Report::PodGone(field(r, "pod")?),
+        "mirrorPod" => Report::MirrorPod(Box::new(field(r, "pod")?)),
+        "event" => Report::Event(Box::new(field(r, "event")?)),
+        "applied" => {
+            return Ok(Decoded::Applied {
+                generation: field(r, "generation")?,
+                need_full: r.get("needFull").and_then(Value::as_bool).unwrap_or(false),
+            });
         }
-    }
+        other => return Err(format!("unknown kind {other:?}")),
+    }))
 }
 
 async fn applied(inner: &Arc<Inner>, node: &str, generation: u64, need_full: bool) {
