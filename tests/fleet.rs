@@ -417,3 +417,37 @@ fn devices_join_the_hubs_embedded_broker_with_a_token() {
         "{err}"
     );
 }
+
+#[test]
+fn up_on_an_external_mosquitto_links_its_own_nodes_through_the_generated_acl() {
+    // `hub mosquitto-config` ran before `up` ever did: the ACL it wrote named no node. `up`
+    // records its nodes as joined, rewrites the ACL and has Mosquitto re-read it, so its own
+    // nodes reach Ready over Mosquitto (Cluster::with waits for that).
+    let c = common::cluster::Cluster::with(common::cluster::Options {
+        extra_nodes: &["pi-2"],
+        mosquitto: true,
+        ..Default::default()
+    });
+    let acl = std::fs::read_to_string(c.dir.path().join("mosquitto").join("acl")).unwrap();
+    for node in ["pi-1", "pi-2"] {
+        assert!(
+            acl.contains(&format!(
+                "user {node}\ntopic read edgepod/v1/default/nodes/{node}/in/#"
+            )),
+            "{acl}"
+        );
+    }
+    let log = std::fs::read_to_string(c.dir.path().join("up.log")).unwrap();
+    assert!(!log.contains("linking in-process instead"), "{log}");
+    c.apply_yaml(&["apply"], &pinned_pod("far", "pi-2"));
+    c.wait_for("the pod on pi-2 Running over Mosquitto", 90, || {
+        let out = c.ok(&["get", "pod", "far", "-o", "jsonpath={.status.phase}"]);
+        (out == "Running").then_some(())
+    });
+    let broker_log =
+        std::fs::read_to_string(c.dir.path().join("mosquitto").join("mosquitto.log")).unwrap();
+    assert!(
+        broker_log.contains("as edgepod-node-pi-2"),
+        "pi-2 did not connect through Mosquitto: {broker_log}"
+    );
+}

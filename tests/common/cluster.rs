@@ -17,6 +17,8 @@ pub struct Cluster {
     /// [`Cluster::restart`].
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The external broker of [`Options::mosquitto`].
+    pub mosquitto: Option<super::fleet::Mosquitto>,
 }
 
 /// What to start beyond the hub and `pi-1`.
@@ -28,6 +30,9 @@ pub struct Options<'a> {
     pub up_args: &'a [&'a str],
     /// Environment for `edgepod up` (`EDGEPOD_METRICS_INTERVAL`, …).
     pub env: &'a [(&'a str, &'a str)],
+    /// The fleet's broker is Mosquitto with TLS and the ACL of `edgepod hub mosquitto-config`
+    /// (run on the data dir before `up` starts), not the embedded one.
+    pub mosquitto: bool,
 }
 
 pub fn kubectl_bin() -> String {
@@ -100,6 +105,12 @@ impl Cluster {
             args.push(spec.to_string());
         }
         args.extend(opts.up_args.iter().map(|a| a.to_string()));
+        let mosquitto = opts.mosquitto.then(|| {
+            let m = super::fleet::Mosquitto::start_tls(dir.path());
+            args.push("--broker".to_string());
+            args.push(m.url());
+            m
+        });
         let port = free_port();
         std::fs::File::create(dir.path().join("up.log")).unwrap();
         let env: Vec<(String, String)> = opts
@@ -108,7 +119,13 @@ impl Cluster {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let up = spawn_up(dir.path(), port, &args, &env);
-        let c = Cluster { dir, up, args, env };
+        let c = Cluster {
+            dir,
+            up,
+            args,
+            env,
+            mosquitto,
+        };
         c.wait_for("the API and every node Ready", 60, || {
             let out = c.kubectl(&[
                 "get",

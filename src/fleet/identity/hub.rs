@@ -115,7 +115,9 @@ pub fn hub_client_identity(data_dir: &Path) -> Result<HubClientIdentity, Identit
 
 /// The identity of a node the hub runs in its own process (`edgepod up`): issued straight from
 /// the CA (no token: the process is the hub), kept in `DATA_DIR/pki/fleet-node-NAME.{crt,key}`,
-/// so local nodes use the same MQTT link, with the same checks, as remote ones.
+/// so local nodes use the same MQTT link, with the same checks, as remote ones. Recorded as
+/// joined like them, so the Mosquitto ACL of a hub on an external broker lets them in and
+/// `edgepod hub node revoke` cuts them off too.
 pub fn local_node_identity(
     data_dir: &Path,
     node_name: &str,
@@ -123,10 +125,23 @@ pub fn local_node_identity(
     cluster: &str,
 ) -> Result<super::NodeIdentity, IdentityError> {
     super::validate_node_name(node_name)?;
+    // Before the lock: making the key on first use takes the same lock.
+    let signing = super::signing::fleet_signing_key(data_dir)?;
+    let _guard = super::lock(data_dir)?;
+    let nodes = super::nodes::load(data_dir)?;
+    match nodes.nodes.get(node_name) {
+        Some(n) if n.revoked.is_some() => {
+            return Err(IdentityError::Revoked(node_name.to_string()));
+        }
+        Some(n) if n.joined.is_some() => {}
+        _ => {
+            let nodes = super::nodes::record_join(data_dir, node_name)?;
+            super::mosquitto::refresh_acl(data_dir, &nodes)?;
+        }
+    }
     let stem = format!("fleet-node-{node_name}");
     let issued =
         crate::apiserver::tls::load_or_issue_client(data_dir, &stem, node_name, &[NODES_GROUP])?;
-    let signing = super::signing::fleet_signing_key(data_dir)?;
     Ok(super::NodeIdentity {
         node_name: node_name.to_string(),
         broker_url: broker_url.to_string(),
