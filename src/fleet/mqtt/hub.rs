@@ -5,7 +5,8 @@
 //! delta against the generation sent last. The node reports the generation it applied; a report
 //! outside the chain of generations sent since the last snapshot, or a node asking for one, gets
 //! a new snapshot. Up: outbox batches, applied to the hub's store in arrival order and then
-//! acknowledged by sequence number; presence (Last Will) connects and disconnects nodes in the
+//! acknowledged by sequence number (whatever queued up while the last round ran goes into one
+//! transaction with the heartbeats, so a thousand nodes cost a few commits a second); presence (Last Will) connects and disconnects nodes in the
 //! [`NodeRegistry`]; heartbeats and usage samples. Logs, exec and port-forward are sessions of
 //! [`super::stream`]: their frames are handed to it as they arrive, ahead of status batches.
 //!
