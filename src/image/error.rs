@@ -42,6 +42,9 @@ pub enum ImageError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// A configuration file (registries.yaml) that cannot be used; `reason` names the field.
+    #[error("{}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
 }
 
 impl ImageError {

@@ -22,6 +22,7 @@ mod oci_archive;
 mod platform;
 mod record;
 mod reference;
+pub mod registries;
 mod safepath;
 mod scratch;
 mod spec;
