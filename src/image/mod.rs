@@ -12,6 +12,7 @@
 mod blobs;
 mod candidate;
 mod compression;
+pub mod credentials;
 mod digest;
 mod docker_archive;
 mod error;
