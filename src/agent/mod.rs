@@ -18,6 +18,7 @@ pub mod config_objects;
 pub mod config_volumes;
 pub mod container_spec;
 pub mod env;
+pub mod image_gc;
 pub mod metrics;
 pub mod node;
 pub mod probe;
@@ -66,6 +67,10 @@ pub struct AgentConfig {
     /// pids cgroup limit per container (`None`: unlimited).
     pub pids_limit: Option<i64>,
     pub log_rotation: Rotation,
+    /// When unused images are removed to keep the image filesystem from filling up.
+    pub image_gc: crate::image::space::Thresholds,
+    /// How often that is checked (the kubelet: every 5 minutes).
+    pub image_gc_period: Duration,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

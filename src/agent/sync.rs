@@ -53,6 +53,7 @@ pub struct Kubelet {
     /// Last waiting reason per (pod UID, container), so events are recorded on change only.
     waiting: HashMap<(String, String), Waiting>,
     resync: bool,
+    image_gc: super::image_gc::ImageGc,
 }
 
 impl Kubelet {
@@ -64,6 +65,7 @@ impl Kubelet {
         prober: Prober,
     ) -> Self {
         let source = StaticPodSource::new(&cfg.manifests_dir, &cfg.node_name);
+        let image_gc = super::image_gc::ImageGc::new(cfg.image_gc, cfg.image_gc_period);
         Kubelet {
             stopping: Arc::new(Mutex::new(HashSet::new())),
             seen: HashMap::new(),
@@ -81,6 +83,7 @@ impl Kubelet {
             terminating: Arc::new(Mutex::new(HashSet::new())),
             waiting: HashMap::new(),
             resync: false,
+            image_gc,
         }
     }
 
@@ -168,6 +171,12 @@ impl Kubelet {
         let wanted = std::mem::take(&mut self.wanted_probes);
         self.prober.update(wanted, &self.running_ids);
         self.started_here.retain(|id| self.running_ids.contains(id));
+        self.image_gc.tick(
+            &self.images,
+            &self.store,
+            &self.cfg.node_name,
+            self.seen.values(),
+        );
     }
 
     fn predecessor_running(&self, pod: &Pod) -> bool {

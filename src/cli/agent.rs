@@ -47,6 +47,18 @@ pub struct AgentArgs {
         value_name = "SECONDS"
     )]
     pub node_status_update_frequency: f64,
+    /// Percent of the image filesystem used past which unused images are removed.
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Percent of the image filesystem used that image garbage collection brings usage down to.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// Seconds an unused image is kept at least after it was first seen.
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub minimum_image_ttl_duration: f64,
+    /// Seconds between image garbage collection checks.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub image_gc_period: f64,
 }
 
 /// How a standalone agent joins a hub (not part of `edgepod up`, whose agent is in-process).
@@ -197,6 +209,13 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
             max_size: args.log_max_size,
             max_files: args.log_max_files,
         },
+        image_gc: crate::image::space::Thresholds {
+            high_percent: args.image_gc_high_threshold,
+            low_percent: args.image_gc_low_threshold,
+            min_age: secs(args.minimum_image_ttl_duration),
+        },
+        image_gc_period: secs(args.image_gc_period),
     };
+    cfg.image_gc.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }

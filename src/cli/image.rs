@@ -1,4 +1,4 @@
-//! `edgepod image import|ls|rm`: the local image store, no agent needed.
+//! `edgepod image import|ls|rm|prune`: the local image store, no agent needed.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,8 @@ pub enum ImageCommand {
     /// Remove images by reference or ID; blobs and layers no image uses are deleted.
     #[command(alias = "remove")]
     Rm { references: Vec<String> },
+    /// Remove every image no pod of this node uses (as `crictl rmi --prune`).
+    Prune,
 }
 
 pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
@@ -58,6 +60,25 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
                 images.remove(&r).with_context(|| format!("removing {r}"))?;
                 println!("deleted {r}");
             }
+        }
+        ImageCommand::Prune => {
+            // Every pod the node's store holds counts, running or not: a pod about to start
+            // needs its image as much as a running one.
+            let store = crate::store::Store::open_in(data_dir)
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+            let pods = store.list_as::<k8s_openapi::api::core::v1::Pod>("Pod", None, None)?;
+            let in_use = images.ids_of(pods.iter().flat_map(crate::agent::image_gc::pod_images))?;
+            let before = crate::image::space::FsUsage::of(images.root())?;
+            let removed = images.prune(&in_use)?;
+            let after = crate::image::space::FsUsage::of(images.root())?;
+            for id in &removed {
+                println!("deleted {id}");
+            }
+            println!(
+                "{} images removed, {} freed",
+                removed.len(),
+                human_size(after.available.saturating_sub(before.available))
+            );
         }
     }
     Ok(())

@@ -26,6 +26,7 @@ mod reference;
 pub mod registries;
 mod safepath;
 mod scratch;
+pub mod space;
 mod spec;
 mod staging;
 mod store;
