@@ -3,7 +3,10 @@
 //!
 //! Owns: everything under its root directory (e.g. `DATA_DIR/images`, see [`ImageStore`]);
 //! image references and their normalisation; reading OCI archives and docker-archives;
-//! choosing the host's platform from multi-platform images; unpacking layer tars safely.
+//! choosing the host's platform from multi-platform images; unpacking layer tars safely; where
+//! a pull would go ([`registries`]: the node's registries.yaml) with which credentials
+//! ([`credentials`]: pull secrets); keeping the image filesystem below its thresholds
+//! ([`space`]).
 //!
 //! Must not touch: the object store (images are files, not API objects), mounts and
 //! containers (the runtime mounts what [`ImageStore::layer_dirs`] returns), or the network:
