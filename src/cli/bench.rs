@@ -66,6 +66,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         idle_seconds: u64,
     },
+    /// The embedded MQTT broker next to Mosquitto, each in its own process: idle and
+    /// per-connection memory, fan-out, QoS 1 and QoS 0 throughput and CPU.
+    Broker {
+        /// Clients connected at once, each subscribed to its own topic.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Messages of 256 B per throughput run.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
     /// Agent memory with N idle pods.
     Memory {
         #[arg(long)]
@@ -83,6 +93,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             nodes,
             idle_seconds,
         } => super::bench_fleet::run(nodes, idle_seconds),
+        BenchCommand::Broker { clients, messages } => super::bench_broker::run(clients, messages),
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
         BenchCommand::Probes {

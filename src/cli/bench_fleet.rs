@@ -31,8 +31,9 @@ fn wire_size(topic: &str, payload: usize) -> u64 {
     (topic.len() + payload + 5) as u64
 }
 
-struct Proc {
-    child: Child,
+/// A child process stopped with SIGTERM (and waited for) when dropped.
+pub(super) struct Proc {
+    pub(super) child: Child,
 }
 
 impl Drop for Proc {
@@ -45,7 +46,8 @@ impl Drop for Proc {
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+/// utime + stime of a process, in clock ticks.
+pub(super) fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -56,10 +58,38 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// Debian's Mosquitto on 127.0.0.1:`port`, plain TCP, anonymous, no persistence, `extra`
+/// configuration lines after those, the file written to `dir`; returns once it accepts
+/// connections.
+pub(super) fn mosquitto(dir: &std::path::Path, port: u16, extra: &str) -> anyhow::Result<Proc> {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
+    )?;
+    let mosquitto = Proc {
+        child: Command::new(if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        })
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting mosquitto (Debian package mosquitto)")?,
+    };
+    wait("mosquitto", 10, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })?;
+    Ok(mosquitto)
 }
 
 fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> anyhow::Result<Duration> {
@@ -207,29 +237,7 @@ pub fn run(nodes: usize, idle_seconds: u64) -> anyhow::Result<()> {
 
 fn run_in(dir: &std::path::Path, nodes: usize, idle_seconds: u64) -> anyhow::Result<()> {
     let mqtt_port = free_port()?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\n"
-        ),
-    )?;
-    let mosquitto = Proc {
-        child: Command::new(if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-            "/usr/sbin/mosquitto"
-        } else {
-            "mosquitto"
-        })
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting mosquitto (Debian package mosquitto)")?,
-    };
-    wait("mosquitto", 10, || {
-        std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok()
-    })?;
+    let mosquitto = mosquitto(dir, mqtt_port, "max_queued_messages 10000\n")?;
     let api_port = free_port()?;
     let hub_dir = dir.join("hub");
     let hub = Proc {

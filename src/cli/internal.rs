@@ -77,6 +77,16 @@ pub enum InternalCommand {
     },
     /// Join a fleet with a token and save the node identity (what `agent --token` does first).
     Join(super::hub_token::JoinArgs),
+    /// The embedded MQTT broker alone, plain TCP, every client allowed, until SIGTERM (for
+    /// `bench broker`, which needs its memory and CPU apart). Prints
+    /// `listening ADDR anon-before-kib N` (its RssAnon before the broker started) once it
+    /// accepts connections.
+    Broker {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = crate::fleet::mqtt::broker::DEFAULT_MAX_QUEUED)]
+        max_queued: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,9 +159,39 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
         InternalCommand::Pause { ns_file } => {
             ExitCode::from(crate::runtime::sandbox::pause_main(&ns_file) as u8)
         }
+        InternalCommand::Broker { listen, max_queued } => match broker(listen, max_queued) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         // Dispatched in `cli::main`, where errors become messages.
         InternalCommand::Join(_) => ExitCode::FAILURE,
     }
+}
+
+fn broker(listen: std::net::SocketAddr, max_queued: usize) -> anyhow::Result<()> {
+    use crate::fleet::mqtt::broker::{self, BrokerConfig};
+    use std::io::Write;
+    crate::agent::install_stop_signals()?;
+    // Two workers, as the hub's runtime that hosts the broker in production.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let before = super::bench_broker::status_kib(std::process::id(), "RssAnon:");
+        let mut cfg = BrokerConfig::new(listen);
+        cfg.max_queued = max_queued;
+        let b = broker::start(cfg).await?;
+        let mut out = std::io::stdout();
+        writeln!(out, "listening {} anon-before-kib {before}", b.local_addr())?;
+        out.flush()?;
+        crate::roles::up::stop_signal().await;
+        b.shutdown().await;
+        Ok(())
+    })
 }
 
 pub fn debug(data_dir: &Path, cmd: DebugCommand) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod bench_api;
+mod bench_broker;
 mod bench_fleet;
 mod bench_scheduler;
 mod describe;
