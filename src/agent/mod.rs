@@ -20,6 +20,7 @@ pub mod container_spec;
 pub mod env;
 pub mod metrics;
 pub mod node;
+pub mod offline_cron;
 pub mod probe;
 pub mod report;
 pub mod static_pods;

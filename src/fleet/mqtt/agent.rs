@@ -31,7 +31,7 @@ use super::stream::{NodeSide, StreamServer, Timing};
 use super::topics::{self, Topics};
 use super::{envelope, wire};
 use crate::fleet::metrics::NodeMetricsReport;
-use crate::fleet::{DesiredState, HubLink, LinkError, PodRef};
+use crate::fleet::{CronJobRun, DesiredState, HubLink, LinkError, PodRef};
 use crate::store::{Store, StoreError};
 
 /// The store setting holding the generation of the desired state last applied.
@@ -501,6 +501,12 @@ fn without_heartbeats(status: &NodeStatus) -> Value {
 }
 
 impl MqttHubLink {
+    /// Whether the broker connection is up now (the node's offline CronJob schedule runs only
+    /// while it has been down for a while).
+    pub fn online(&self) -> bool {
+        self.inner.online.load(Ordering::SeqCst)
+    }
+
     /// Reports waiting in the outbox (for `edgepod get`-style diagnostics and tests).
     pub fn pending(&self) -> u64 {
         self.inner.store.outbox_len("").map(|(n, _)| n).unwrap_or(0)
@@ -602,6 +608,18 @@ impl HubLink for MqttHubLink {
             format!("event/{id}"),
             json!({"kind": "event", "event": event}),
         )
+    }
+
+    fn cron_job_ran(&self, run: CronJobRun) -> BoxFuture<'static, Result<(), LinkError>> {
+        // The hub keeps the latest of each time, so one row per CronJob and outcome is enough:
+        // a newer run's report replaces an unsent older one, a success is not lost to a start.
+        let outcome = if run.succeeded == Some(true) {
+            "ok"
+        } else {
+            "run"
+        };
+        let key = format!("cronjob/{}/{outcome}", run.uid);
+        self.queued(key, json!({"kind": "cronJobRan", "run": run}))
     }
 
     fn metrics(&self, report: NodeMetricsReport) -> BoxFuture<'static, Result<(), LinkError>> {

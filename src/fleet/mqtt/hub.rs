@@ -328,6 +328,7 @@ async fn apply_report(inner: &Arc<Inner>, node: &str, mut report: Value) -> Resu
             "podGone" => side.pod_gone(field(r, "pod")?).await,
             "mirrorPod" => side.mirror_pod(field(r, "pod")?).await,
             "event" => side.event(field(r, "event")?).await,
+            "cronJobRan" => side.cron_job_ran_on(Some(node), &field(r, "run")?),
             "applied" => {
                 let generation: u64 = field(r, "generation")?;
                 let need_full = r.get("needFull").and_then(Value::as_bool).unwrap_or(false);
