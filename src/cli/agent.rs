@@ -82,6 +82,7 @@ pub struct JoinArgs {
     /// CronJobs back only once it has marked the node Unknown).
     #[arg(
         long = "offline-cron-after",
+        env = "EDGEPOD_OFFLINE_CRON_AFTER",
         value_name = "SECONDS",
         default_value_t = crate::agent::offline_cron::DEFAULT_AFTER.as_secs_f64()
     )]

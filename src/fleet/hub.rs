@@ -713,4 +713,85 @@ mod tests {
             [("ConfigMap", "default".to_string(), "env-cm".to_string())].into();
         assert!(nodes_using(&store, &other).unwrap().is_empty());
     }
+
+    fn cron_job(name: &str, pod_spec: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob",
+               "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+               "spec": {"schedule": "* * * * *",
+                        "jobTemplate": {"spec": {"template": {"spec": pod_spec}}}},
+               "status": {"lastScheduleTime": "2026-01-01T00:05:00Z"}})
+    }
+
+    #[test]
+    fn a_node_gets_the_cron_jobs_bound_to_it_and_its_runs_move_their_times_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).unwrap();
+        store
+            .put("CronJob", &cron_job("pinned", json!({"nodeName": "pi-1"})))
+            .unwrap();
+        store
+            .put(
+                "CronJob",
+                &cron_job(
+                    "selected",
+                    json!({"nodeSelector": {"kubernetes.io/hostname": "pi-1"}}),
+                ),
+            )
+            .unwrap();
+        store
+            .put("CronJob", &cron_job("anywhere", json!({})))
+            .unwrap();
+        let state = desired_for(&store, "pi-1").unwrap();
+        let mut names: Vec<String> = state
+            .cron_jobs
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap_or_default())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["pinned", "selected"]);
+        assert!(state.cron_jobs.iter().all(|c| c.status.is_none()));
+        assert!(desired_for(&store, "pi-2").unwrap().cron_jobs.is_empty());
+
+        let side = HubSide::new(Arc::new(store), Arc::new(MetricsRegistry::default()));
+        let run = |uid: &str, at: &str, ok: Option<bool>| CronJobRun {
+            namespace: "default".into(),
+            name: "pinned".into(),
+            uid: uid.into(),
+            scheduled_time: at.into(),
+            succeeded: ok,
+            completion_time: ok.map(|_| "2026-01-01T00:07:03Z".to_string()),
+        };
+        let status = |side: &HubSide| {
+            side.store
+                .get("CronJob", "default", "pinned")
+                .unwrap()
+                .unwrap()["status"]
+                .clone()
+        };
+        side.cron_job_ran_on(
+            Some("pi-1"),
+            &run("uid-pinned", "2026-01-01T00:07:00Z", Some(true)),
+        )
+        .unwrap();
+        assert_eq!(status(&side)["lastScheduleTime"], "2026-01-01T00:07:00Z");
+        assert_eq!(status(&side)["lastSuccessfulTime"], "2026-01-01T00:07:03Z");
+        // Never back; another uid's or another node's report changes nothing.
+        side.cron_job_ran_on(
+            Some("pi-1"),
+            &run("uid-pinned", "2026-01-01T00:06:00Z", None),
+        )
+        .unwrap();
+        side.cron_job_ran_on(Some("pi-1"), &run("old", "2026-01-01T00:09:00Z", None))
+            .unwrap();
+        side.cron_job_ran_on(
+            Some("pi-2"),
+            &run("uid-pinned", "2026-01-01T00:09:00Z", None),
+        )
+        .unwrap();
+        assert_eq!(status(&side)["lastScheduleTime"], "2026-01-01T00:07:00Z");
+        // A CronJob gone meanwhile is no error.
+        let mut gone = run("uid-x", "2026-01-01T00:09:00Z", None);
+        gone.name = "gone".into();
+        side.cron_job_ran_on(None, &gone).unwrap();
+    }
 }

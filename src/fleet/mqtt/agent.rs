@@ -199,12 +199,16 @@ async fn drive(
                     Some(topics::DESIRED | topics::DELTA) => {
                         let _ = desired.send(p);
                     }
+                    // Acknowledged off this loop, like stream frames: awaiting the client's
+                    // queue here, when a burst of reports and desired-state acks has filled
+                    // it, waits for this very loop to drain it, and the connection dies of a
+                    // keep-alive timeout.
                     Some(topics::ACK) => {
                         acknowledged(&inner, &p.payload).await;
-                        let _ = inner.client.ack(&p).await;
+                        let _ = inner.acks.send(p);
                     }
                     _ => {
-                        let _ = inner.client.ack(&p).await;
+                        let _ = inner.acks.send(p);
                     }
                 }
             }
