@@ -60,6 +60,12 @@ fn offline_runs(agent: &Agent) -> Vec<(Timestamp, String)> {
         .collect()
 }
 
+/// Run reports (`cronJobRan`) in the node's outbox, not yet acknowledged by the hub.
+fn pending_run_reports(agent: &Agent) -> u64 {
+    let store = edgepod::store::Store::open_in(&agent.dir).unwrap();
+    store.outbox_len("cronjob/").unwrap().1
+}
+
 /// `REASON: MESSAGE` of each Event about the CronJob on the hub.
 fn cron_events(fleet: &Fleet) -> Vec<String> {
     let out = fleet.try_out(&[
@@ -137,7 +143,12 @@ fn a_bound_cron_job_runs_on_its_node_while_the_hub_is_away_and_never_twice() {
         .collect();
     let last = *offline.iter().next_back().unwrap();
 
-    // The hub's CronJob reaches the node's last offline run.
+    // The node's run reports were applied (acknowledged and gone from its outbox), and the
+    // hub's CronJob reaches its last offline run.
+    fleet.wait_for("the node's run reports acknowledged", 180, || {
+        events.extend(cron_events(&fleet));
+        (pending_run_reports(&fleet.agents[0]) == 0).then_some(())
+    });
     fleet.wait_for(
         "lastScheduleTime at or past the last offline run",
         60,
@@ -159,7 +170,7 @@ fn a_bound_cron_job_runs_on_its_node_while_the_hub_is_away_and_never_twice() {
     );
     // The node's events reached the hub.
     let offline_job = |at: &Timestamp| format!("tick-{}", at.as_second() / 60);
-    fleet.wait_for("the offline runs' events on the hub", 60, || {
+    fleet.wait_for("the offline runs' events on the hub", 120, || {
         events.extend(cron_events(&fleet));
         let said = |what: String| events.iter().any(|e| e.starts_with(&what));
         offline
