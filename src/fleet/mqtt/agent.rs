@@ -178,6 +178,12 @@ async fn drive(
                 // only refresh times, so the next report is the whole status.
                 forget_node_status(&inner);
             }
+            // The inbox subscription is in place: acknowledgements of what was sent before it
+            // (right after the ConnAck of a clean session) were dropped by the broker, and the
+            // acks of newer rows would keep those from ever being sent again. Start over.
+            Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                inner.connected.send_modify(|n| *n += 1);
+            }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 if let Some(streams) = &inner.streams {
                     if streams.is_stream_topic(&p.topic) {
