@@ -1,11 +1,12 @@
-//! Pods the hub binds to this node, and the ConfigMaps and Secrets they name, kept in the
-//! agent's own store so the node goes on running them while the hub is out of reach, across
+//! Pods the hub binds to this node, and the ConfigMaps and Secrets they name, and the CronJobs
+//! bound to it, kept in the agent's own store so the node goes on running them while the hub is out of reach, across
 //! agent restarts and reboots included.
 //!
 //! Owns: applying the hub's desired state to the local store in one transaction (new pods
 //! stored, changed ones updated with the local status kept, deleted ones marked for
-//! termination; ConfigMaps and Secrets replaced as a set). Must not touch: running anything;
-//! the reconcile loop ([`super::sync`]) acts on what is stored here.
+//! termination; ConfigMaps, Secrets and CronJobs replaced as a set). Must not touch: running
+//! anything; the reconcile loop ([`super::sync`]) acts on what is stored here, and
+//! [`super::offline_cron`] on the CronJobs.
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -52,6 +53,7 @@ pub fn apply_in(tx: &Tx<'_>, desired: DesiredState) -> Result<Vec<PodRef>, Store
         pods: desired,
         config_maps,
         secrets,
+        cron_jobs,
     } = desired;
     let config_maps = config_maps
         .iter()
@@ -61,9 +63,14 @@ pub fn apply_in(tx: &Tx<'_>, desired: DesiredState) -> Result<Vec<PodRef>, Store
         .iter()
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()?;
+    let cron_jobs = cron_jobs
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
     {
-        replace_all(tx, "ConfigMap", config_maps)?;
-        replace_all(tx, "Secret", secrets)?;
+        replace_all(tx, "ConfigMap", "v1", config_maps)?;
+        replace_all(tx, "Secret", "v1", secrets)?;
+        replace_all(tx, "CronJob", "batch/v1", cron_jobs)?;
         let mut gone = Vec::new();
         let mut wanted = BTreeSet::new();
         for pod in desired {
@@ -129,11 +136,16 @@ pub fn apply_in(tx: &Tx<'_>, desired: DesiredState) -> Result<Vec<PodRef>, Store
 }
 
 /// Makes the stored objects of `kind` exactly `wanted`; unchanged ones cost no write.
-fn replace_all(tx: &Tx<'_>, kind: &str, wanted: Vec<Value>) -> Result<(), StoreError> {
+fn replace_all(
+    tx: &Tx<'_>,
+    kind: &str,
+    api_version: &str,
+    wanted: Vec<Value>,
+) -> Result<(), StoreError> {
     let mut keep = BTreeSet::new();
     for mut obj in wanted {
         obj["kind"] = json!(kind);
-        obj["apiVersion"] = json!("v1");
+        obj["apiVersion"] = json!(api_version);
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
             m.remove("managedFields");
@@ -178,13 +190,15 @@ fn replace_all(tx: &Tx<'_>, kind: &str, wanted: Vec<Value>) -> Result<(), StoreE
     Ok(())
 }
 
-/// The hub's pods to run now: stored API pods not being deleted.
+/// The stored pods to run now, not being deleted: the hub's, and the CronJob runs this node
+/// started while offline ([`super::offline_cron`]).
 pub fn running_set(store: &Store) -> Vec<Pod> {
     store
         .list("Pod", None, None)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| is_api_pod(p) && p.pointer("/metadata/deletionTimestamp").is_none())
+        .filter(|p| is_api_pod(p) || super::offline_cron::is_offline_run(p))
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
         .filter_map(|p| serde_json::from_value(p).ok())
         .collect()
 }
@@ -214,6 +228,7 @@ mod tests {
             } else {
                 Vec::new()
             },
+            cron_jobs: Vec::new(),
         }
     }
 

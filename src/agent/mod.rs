@@ -21,6 +21,7 @@ pub mod env;
 pub mod image_gc;
 pub mod metrics;
 pub mod node;
+pub mod offline_cron;
 pub mod probe;
 pub mod report;
 pub mod static_pods;

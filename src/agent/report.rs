@@ -111,6 +111,11 @@ async fn report_pods(
         if status.is_null() || sent.get(&r.uid) == Some(&status) {
             continue;
         }
+        // A CronJob run started offline is not the hub's pod nor a static one: the hub learns of
+        // it from the run report and the CronJob's events instead.
+        if super::offline_cron::is_offline_run(&obj) {
+            continue;
+        }
         let result = if is_api_pod(&obj) {
             api_uids.insert(r.uid.clone(), r.clone());
             match serde_json::from_value::<PodStatus>(status.clone()) {

@@ -56,6 +56,36 @@ pub fn template_spec(spec: &mut PodSpec) {
     spec.enable_service_links.get_or_insert(true);
 }
 
+/// kube-apiserver's DefaultTolerationSeconds plugin: a pod that does not tolerate the
+/// not-ready and unreachable NoExecute taints tolerates them for 300 s, so a node going away
+/// evicts its pods after five minutes rather than at once. Pods the hub's controllers make get it
+/// too: in Kubernetes they pass through the same admission.
+pub fn toleration_seconds(pod: &mut serde_json::Value) {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let list = &mut pod["spec"]["tolerations"];
+        let covered = list.as_array().into_iter().flatten().any(|t| {
+            let k = t["key"].as_str().unwrap_or_default();
+            let e = t["effect"].as_str().unwrap_or_default();
+            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+        });
+        if covered {
+            continue;
+        }
+        if !list.is_array() {
+            *list = serde_json::json!([]);
+        }
+        if let Some(l) = list.as_array_mut() {
+            l.push(
+                serde_json::json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                          "tolerationSeconds": 300}),
+            );
+        }
+    }
+}
+
 fn all_containers(spec: &mut PodSpec) -> impl Iterator<Item = &mut Container> {
     spec.containers
         .iter_mut()

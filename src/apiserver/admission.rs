@@ -198,7 +198,7 @@ pub fn admit_update(
     }
     if resource.kind == "Pod" && !status {
         pod_update_rules(old, &object, &mut errs);
-        default_toleration_seconds(&mut object);
+        crate::api::defaults::toleration_seconds(&mut object);
     }
     if resource.kind == "PersistentVolumeClaim" && !status {
         claim_update_rules(old, &object, &mut errs);
@@ -706,7 +706,7 @@ fn prepare_for_create(resource: &Resource, obj: &mut Value) {
                 })
                 .unwrap_or_else(|_| "BestEffort".to_string());
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
-            default_toleration_seconds(obj);
+            crate::api::defaults::toleration_seconds(obj);
         }
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
         // Status is the controllers' and the nodes' to write; a create starts it empty.
@@ -715,35 +715,6 @@ fn prepare_for_create(resource: &Resource, obj: &mut Value) {
             if let Some(o) = obj.as_object_mut() {
                 o.remove("status");
             }
-        }
-    }
-}
-
-/// kube-apiserver's DefaultTolerationSeconds plugin: a pod that does not tolerate the
-/// not-ready and unreachable NoExecute taints tolerates them for 300 s, so a node going away
-/// evicts its pods after five minutes rather than at once.
-fn default_toleration_seconds(pod: &mut Value) {
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        let list = &mut pod["spec"]["tolerations"];
-        let covered = list.as_array().into_iter().flatten().any(|t| {
-            let k = t["key"].as_str().unwrap_or_default();
-            let e = t["effect"].as_str().unwrap_or_default();
-            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
-        });
-        if covered {
-            continue;
-        }
-        if !list.is_array() {
-            *list = json!([]);
-        }
-        if let Some(l) = list.as_array_mut() {
-            l.push(
-                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
-                          "tolerationSeconds": 300}),
-            );
         }
     }
 }

@@ -89,6 +89,16 @@ pub struct JoinArgs {
         value_name = "BASE64"
     )]
     pub hub_signing_key: Option<String>,
+    /// Seconds the hub must be out of reach before this node runs the CronJobs bound to it
+    /// itself; keep it above the hub's --node-monitor-grace-period (the hub holds a node's
+    /// CronJobs back only once it has marked the node Unknown).
+    #[arg(
+        long = "offline-cron-after",
+        env = "EDGEPOD_OFFLINE_CRON_AFTER",
+        value_name = "SECONDS",
+        default_value_t = crate::agent::offline_cron::DEFAULT_AFTER.as_secs_f64()
+    )]
+    pub offline_cron_after: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -115,9 +125,10 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
             data_dir.join("identity").display()
         );
     }
+    let offline_cron_after = Duration::from_secs_f64(args.join.offline_cron_after.max(0.0));
     let hub = match args.join.hub {
         None => match (identity, args.join.token) {
-            (Some(id), _) => Some(remote_hub(&id, &cfg.node_name)?),
+            (Some(id), _) => Some(remote_hub(&id, &cfg.node_name, offline_cron_after)?),
             (None, Some(token)) => {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -128,7 +139,7 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
                     data_dir,
                 ))?;
                 tracing::info!(node = %id.node_name, broker = %id.broker_url, "joined the fleet");
-                Some(remote_hub(&id, &cfg.node_name)?)
+                Some(remote_hub(&id, &cfg.node_name, offline_cron_after)?)
             }
             (None, None) => None,
         },
@@ -155,6 +166,7 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
                 },
                 cluster: args.join.cluster_name,
                 hub_key,
+                offline_cron_after,
             })
         }
     };
@@ -163,7 +175,11 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
 }
 
 /// The hub as a joined node's identity describes it.
-fn remote_hub(id: &crate::fleet::identity::NodeIdentity, node: &str) -> anyhow::Result<RemoteHub> {
+fn remote_hub(
+    id: &crate::fleet::identity::NodeIdentity,
+    node: &str,
+    offline_cron_after: Duration,
+) -> anyhow::Result<RemoteHub> {
     let url: crate::fleet::mqtt::client::BrokerUrl = id
         .broker_url
         .parse()
@@ -183,6 +199,7 @@ fn remote_hub(id: &crate::fleet::identity::NodeIdentity, node: &str) -> anyhow::
         },
         cluster: id.cluster.clone(),
         hub_key: id.hub_signing_key.clone(),
+        offline_cron_after,
     })
 }
 

@@ -115,13 +115,15 @@ pub fn pod_from_template(
     let qos = serde_json::from_value::<crate::api::PodSpec>(spec.clone())
         .map(|s| crate::api::qos::qos_class(&s))
         .unwrap_or("BestEffort");
-    json!({
+    let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
         "spec": spec,
         "status": {"phase": "Pending", "qosClass": qos},
-    })
+    });
+    crate::api::defaults::toleration_seconds(&mut pod);
+    pod
 }
 
 /// Stores a new pod (or other object) from [`pod_from_template`] or similar, generating the name

@@ -1,6 +1,6 @@
 //! The hub's side of the link: what nodes report lands in the hub's store, and each connected
-//! node is sent the pods bound to it, with the ConfigMaps and Secrets they name, whenever that
-//! set changes.
+//! node is sent the pods bound to it, with the ConfigMaps and Secrets they name, and the
+//! CronJobs bound to it (which it runs itself while offline), whenever that set changes.
 //!
 //! Owns: turning node reports into writes (Node objects, pod status, mirror pods, events, the
 //! final removal of a deleted pod), usage samples into the in-memory metrics table, and the
@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::{Event, Node, NodeStatus, Pod, PodStatus};
 use serde_json::Value;
 
 use super::metrics::{MetricsRegistry, NodeMetricsReport};
-use super::{DesiredState, HubLink, LinkError, NodeRegistry, PodRef};
+use super::{CronJobRun, DesiredState, HubLink, LinkError, NodeRegistry, PodRef};
+use crate::controllers::cronjob::bound::bound_node;
 use crate::store::{Store, StoreError, Tx};
 
 /// Every connected node gets its full pod set at least this often, so a lost message heals.
@@ -43,6 +44,9 @@ pub enum Report {
     /// A heartbeat without a status change (what a Lease renewal is to the kubelet): the node's
     /// conditions get a fresh lastHeartbeatTime, nothing else changes.
     Heartbeat(String),
+    /// A CronJob run a node started while offline; with a node (a remote node's report), only
+    /// a CronJob bound to that node is touched: a device must not hold back another's schedule.
+    CronJobRan(Option<String>, Box<CronJobRun>),
 }
 
 impl HubSide {
@@ -77,6 +81,14 @@ impl HubSide {
             .map_err(failed)
     }
 
+    /// See [`Report::CronJobRan`].
+    pub fn cron_job_ran_on(&self, node: Option<&str>, run: &CronJobRun) -> Result<(), LinkError> {
+        self.apply_single(Report::CronJobRan(
+            node.map(str::to_string),
+            Box::new(run.clone()),
+        ))
+    }
+
     fn apply_single(&self, report: Report) -> Result<(), LinkError> {
         self.apply(vec![report])?
             .pop()
@@ -99,6 +111,7 @@ fn apply_one(tx: &Tx<'_>, report: Report) -> Result<(), StoreError> {
         Report::PodGone(pod) => gone(tx, &pod),
         Report::MirrorPod(pod) => mirror(tx, *pod),
         Report::Event(event) => record(tx, *event),
+        Report::CronJobRan(node, run) => cron_job_ran(tx, node.as_deref(), &run),
         Report::Heartbeat(name) => {
             let now = crate::api::time::format(jiff::Timestamp::now());
             tx.update_with("Node", "", &name, |node| {
@@ -115,6 +128,49 @@ fn apply_one(tx: &Tx<'_>, report: Report) -> Result<(), StoreError> {
             .map(drop)
         }
     }
+}
+
+/// The CronJob (the same uid) gets `lastScheduleTime` (and, for a success,
+/// `lastSuccessfulTime`) moved up to the run, never back.
+fn cron_job_ran(tx: &Tx<'_>, node: Option<&str>, run: &CronJobRun) -> Result<(), StoreError> {
+    let later = |status: &mut Value, key: &str, at: &str| {
+        let Ok(t) = at.parse::<jiff::Timestamp>() else {
+            return;
+        };
+        let current = status
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok());
+        if current.is_none_or(|c| c < t) {
+            status[key] = Value::String(crate::api::time::format(t));
+        }
+    };
+    let Some(mut cj) = tx.get("CronJob", &run.namespace, &run.name)? else {
+        return Ok(());
+    };
+    if cj.pointer("/metadata/uid").and_then(Value::as_str) != Some(run.uid.as_str())
+        || node.is_some_and(|n| bound_node(&cj) != Some(n))
+    {
+        return Ok(());
+    }
+    let before = cj.get("status").cloned();
+    if !cj.get("status").is_some_and(Value::is_object) {
+        cj["status"] = serde_json::json!({});
+    }
+    let status = &mut cj["status"];
+    later(status, "lastScheduleTime", &run.scheduled_time);
+    if run.succeeded == Some(true) {
+        let done = run.completion_time.as_deref();
+        later(
+            status,
+            "lastSuccessfulTime",
+            done.unwrap_or(&run.scheduled_time),
+        );
+    }
+    if cj.get("status") != before.as_ref() {
+        tx.put("CronJob", &cj)?;
+    }
+    Ok(())
 }
 
 fn register(tx: &Tx<'_>, node: Node) -> Result<(), StoreError> {
@@ -296,6 +352,11 @@ impl HubLink for HubSide {
         Box::pin(async move { r })
     }
 
+    fn cron_job_ran(&self, run: CronJobRun) -> BoxFuture<'static, Result<(), LinkError>> {
+        let r = self.cron_job_ran_on(None, &run);
+        Box::pin(async move { r })
+    }
+
     fn metrics(&self, report: NodeMetricsReport) -> BoxFuture<'static, Result<(), LinkError>> {
         self.metrics.record(report);
         Box::pin(async { Ok(()) })
@@ -424,6 +485,23 @@ pub fn desired_for_nodes(
             state.pods.push(pod);
         }
     }
+    for mut cj in store.list("CronJob", None, None)? {
+        let Some(state) = bound_node(&cj).and_then(|n| out.get_mut(n)) else {
+            continue;
+        };
+        // The hub's bookkeeping changes at every run; the node needs none of it.
+        if let Some(o) = cj.as_object_mut() {
+            o.remove("status");
+        }
+        if let Some(m) = cj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        match serde_json::from_value(cj) {
+            Ok(cj) => state.cron_jobs.push(cj),
+            Err(e) => tracing::warn!("a CronJob bound to a node does not decode: {e}"),
+        }
+    }
     // Each ConfigMap or Secret is read once, however many nodes use it.
     let mut objects: BTreeMap<ConfigRef, Option<Value>> = BTreeMap::new();
     for (node, state) in &mut out {
@@ -480,24 +558,46 @@ fn nodes_using(store: &Store, changed: &BTreeSet<ConfigRef>) -> Result<Vec<Strin
 }
 
 /// Sends each connected node its desired state whenever a pod bound to it changes, a
-/// ConfigMap or Secret its pods name changes, a node connects, or [`RESYNC_EVERY`] passes.
+/// ConfigMap or Secret its pods name changes, a CronJob bound to it changes (a status-only
+/// change sends nothing: the carrier skips a state the node already holds), a node connects, or
+/// [`RESYNC_EVERY`] passes.
 /// Runs until the process ends.
 pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
     let mut committed = store.subscribe();
     let mut connected = registry.subscribe();
     let start = store.current_resource_version().unwrap_or(0);
     // One cursor per kind: each kind's change log is read on its own.
-    let mut last = [start; 3];
+    let mut last = [start; 4];
+    // The node each CronJob was last seen bound to: a rebound one leaves its old node too.
+    let mut cron_nodes: BTreeMap<String, String> = BTreeMap::new();
     let mut dirty: BTreeSet<String> = registry.nodes().into_iter().collect();
     registry.take_connected();
     let mut next_resync = tokio::time::Instant::now() + RESYNC_EVERY;
     loop {
         let mut changed_config: BTreeSet<ConfigRef> = BTreeSet::new();
-        for (i, kind) in ["Pod", "ConfigMap", "Secret"].into_iter().enumerate() {
+        for (i, kind) in ["Pod", "ConfigMap", "Secret", "CronJob"]
+            .into_iter()
+            .enumerate()
+        {
             match store.changes_since(kind, None, last[i], 10_000) {
                 Ok(changes) => {
                     for c in changes {
                         last[i] = c.resource_version;
+                        if kind == "CronJob" {
+                            let uid = c
+                                .object
+                                .pointer("/metadata/uid")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string();
+                            let now = bound_node(&c.object).map(str::to_string);
+                            let before = match &now {
+                                Some(n) => cron_nodes.insert(uid, n.clone()),
+                                None => cron_nodes.remove(&uid),
+                            };
+                            dirty.extend(now.into_iter().chain(before));
+                            continue;
+                        }
                         if kind == "Pod" {
                             if let Some(n) = node_of(&c.object) {
                                 dirty.insert(n.to_string());
@@ -641,5 +741,86 @@ mod tests {
         let other: BTreeSet<ConfigRef> =
             [("ConfigMap", "default".to_string(), "env-cm".to_string())].into();
         assert!(nodes_using(&store, &other).unwrap().is_empty());
+    }
+
+    fn cron_job(name: &str, pod_spec: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob",
+               "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+               "spec": {"schedule": "* * * * *",
+                        "jobTemplate": {"spec": {"template": {"spec": pod_spec}}}},
+               "status": {"lastScheduleTime": "2026-01-01T00:05:00Z"}})
+    }
+
+    #[test]
+    fn a_node_gets_the_cron_jobs_bound_to_it_and_its_runs_move_their_times_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).unwrap();
+        store
+            .put("CronJob", &cron_job("pinned", json!({"nodeName": "pi-1"})))
+            .unwrap();
+        store
+            .put(
+                "CronJob",
+                &cron_job(
+                    "selected",
+                    json!({"nodeSelector": {"kubernetes.io/hostname": "pi-1"}}),
+                ),
+            )
+            .unwrap();
+        store
+            .put("CronJob", &cron_job("anywhere", json!({})))
+            .unwrap();
+        let state = desired_for(&store, "pi-1").unwrap();
+        let mut names: Vec<String> = state
+            .cron_jobs
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap_or_default())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["pinned", "selected"]);
+        assert!(state.cron_jobs.iter().all(|c| c.status.is_none()));
+        assert!(desired_for(&store, "pi-2").unwrap().cron_jobs.is_empty());
+
+        let side = HubSide::new(Arc::new(store), Arc::new(MetricsRegistry::default()));
+        let run = |uid: &str, at: &str, ok: Option<bool>| CronJobRun {
+            namespace: "default".into(),
+            name: "pinned".into(),
+            uid: uid.into(),
+            scheduled_time: at.into(),
+            succeeded: ok,
+            completion_time: ok.map(|_| "2026-01-01T00:07:03Z".to_string()),
+        };
+        let status = |side: &HubSide| {
+            side.store
+                .get("CronJob", "default", "pinned")
+                .unwrap()
+                .unwrap()["status"]
+                .clone()
+        };
+        side.cron_job_ran_on(
+            Some("pi-1"),
+            &run("uid-pinned", "2026-01-01T00:07:00Z", Some(true)),
+        )
+        .unwrap();
+        assert_eq!(status(&side)["lastScheduleTime"], "2026-01-01T00:07:00Z");
+        assert_eq!(status(&side)["lastSuccessfulTime"], "2026-01-01T00:07:03Z");
+        // Never back; another uid's or another node's report changes nothing.
+        side.cron_job_ran_on(
+            Some("pi-1"),
+            &run("uid-pinned", "2026-01-01T00:06:00Z", None),
+        )
+        .unwrap();
+        side.cron_job_ran_on(Some("pi-1"), &run("old", "2026-01-01T00:09:00Z", None))
+            .unwrap();
+        side.cron_job_ran_on(
+            Some("pi-2"),
+            &run("uid-pinned", "2026-01-01T00:09:00Z", None),
+        )
+        .unwrap();
+        assert_eq!(status(&side)["lastScheduleTime"], "2026-01-01T00:07:00Z");
+        // A CronJob gone meanwhile is no error.
+        let mut gone = run("uid-x", "2026-01-01T00:09:00Z", None);
+        gone.name = "gone".into();
+        side.cron_job_ran_on(None, &gone).unwrap();
     }
 }

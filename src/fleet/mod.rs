@@ -21,6 +21,7 @@ pub use registry::NodeRegistry;
 use std::pin::Pin;
 
 use futures_util::future::BoxFuture;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, NodeStatus, Pod, PodStatus, Secret};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -129,12 +130,34 @@ pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 /// Everything a node must hold to run what is bound to it: its pods and the ConfigMaps and
-/// Secrets those pods name (nothing else of the cluster leaves the hub).
+/// Secrets those pods name, and the CronJobs bound to it, which it runs itself while the hub is
+/// out of reach (nothing else of the cluster leaves the hub).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredState {
     pub pods: Vec<Pod>,
     pub config_maps: Vec<ConfigMap>,
     pub secrets: Vec<Secret>,
+    /// Without their status: the node needs the schedule and template, not the hub's bookkeeping.
+    pub cron_jobs: Vec<CronJob>,
+}
+
+/// A CronJob run a node started on its own while its link to the hub was down (see
+/// `crate::agent::offline_cron`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CronJobRun {
+    pub namespace: String,
+    pub name: String,
+    /// The CronJob's uid: a run of an older CronJob of the same name changes nothing.
+    pub uid: String,
+    /// RFC 3339, the scheduled time the run was for.
+    pub scheduled_time: String,
+    /// None while it runs; then whether it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<bool>,
+    /// RFC 3339, when a finished run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
 }
 
 /// What the hub asks of one node. Implemented by each carrier (in-process and MQTT).
@@ -174,6 +197,10 @@ pub trait HubLink: Send + Sync + 'static {
     /// A static pod's mirror: the hub shows it read-only, as the API server shows mirror pods.
     fn mirror_pod(&self, pod: Pod) -> BoxFuture<'static, Result<(), LinkError>>;
     fn event(&self, event: Event) -> BoxFuture<'static, Result<(), LinkError>>;
+    /// The node started (or finished) a CronJob run on its own while offline: the hub moves the
+    /// CronJob's lastScheduleTime (and lastSuccessfulTime) up to it, so it never runs that time
+    /// again.
+    fn cron_job_ran(&self, run: CronJobRun) -> BoxFuture<'static, Result<(), LinkError>>;
     /// The node's latest usage sample (node, pods, containers); the hub keeps it in memory.
     fn metrics(
         &self,

@@ -2,7 +2,8 @@
 //!
 //! The kubelet loop runs on its own thread exactly as without a hub; the fleet link (reports out
 //! through the outbox, desired state in) runs beside it on a small tokio runtime, over the same
-//! store file. Losing the hub therefore changes nothing for what runs here.
+//! store file. Losing the hub therefore changes nothing for what runs here; once it has been
+//! gone a while the CronJobs bound to this node run here too ([`agent::offline_cron`]).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,9 @@ pub struct RemoteHub {
     pub cluster: String,
     /// The hub's ed25519 public key.
     pub hub_key: Vec<u8>,
+    /// How long the link must be down before this node runs the CronJobs bound to it itself
+    /// ([`crate::agent::offline_cron`]).
+    pub offline_cron_after: Duration,
 }
 
 /// Runs the agent until SIGTERM or SIGINT; with `hub`, joined to that hub's fleet.
@@ -63,6 +67,14 @@ pub fn run(
             Arc::clone(&store),
         )
         .map_err(|e| AgentError::Other(e.to_string()))?;
+        let status = link.clone();
+        tokio::spawn(agent::offline_cron::run(
+            Arc::clone(&store),
+            Arc::new(link.clone()),
+            move || status.online(),
+            report.node_name.clone(),
+            hub.offline_cron_after,
+        ));
         tokio::spawn(agent::report::run(store, Arc::new(link), report));
         crate::roles::up::stop_signal().await;
         Ok(())

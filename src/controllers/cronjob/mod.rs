@@ -5,21 +5,30 @@
 //! `concurrencyPolicy` Allow / Forbid / Replace, `suspend`, and the finished Jobs kept to
 //! `successfulJobsHistoryLimit` and `failedJobsHistoryLimit`.
 //!
+//! A CronJob bound to one node ([`bound::bound_node`]: its pod template names the node) is held
+//! while that node's Ready condition is not True (Unknown, False, or no such Node): no Job is
+//! made and its missed times are not consumed, because that node runs the schedule itself while
+//! its link to the hub is down (`crate::agent::offline_cron`) and reports each run, which moves
+//! `lastScheduleTime` (the node's reports reach the hub before the status that makes it Ready
+//! again). A time neither side ran is then started late, once, as missed schedules are.
+//! `lastScheduleTime` and `lastSuccessfulTime` only move forward, whoever writes them.
+//!
 //! Owns: the CronJob's Jobs (named NAME-<scheduled unix time in minutes>) and its `status`
 //! (active, lastScheduleTime, lastSuccessfulTime). Must not touch: the Jobs' pods (the Job
 //! controller runs them), other Jobs.
+pub mod bound;
 pub mod schedule;
 #[cfg(test)]
 mod tests;
+
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
 
 use super::job;
-use super::pod_control::{
-    being_deleted, controller_ref, controller_uid, event, meta, update_status,
-};
+use super::pod_control::{being_deleted, controller_ref, controller_uid, event, meta};
 use crate::api::batch as defaults;
 use crate::store::{Store, StoreError};
 use schedule::{MAX_MISSED, Schedule};
@@ -35,8 +44,14 @@ pub fn pass(store: &Store, now: Timestamp) -> Result<(), StoreError> {
         return Ok(());
     }
     let jobs = store.list("Job", None, None)?;
+    let ready = if cron_jobs.iter().any(|cj| bound::bound_node(cj).is_some()) {
+        ready_nodes(store)?
+    } else {
+        BTreeSet::new()
+    };
     let mut first_err = None;
     for cj in &cron_jobs {
+        let held = bound::bound_node(cj).is_some_and(|n| !ready.contains(n));
         let uid = meta(cj, "uid");
         let children: Vec<&Value> = jobs
             .iter()
@@ -44,7 +59,7 @@ pub fn pass(store: &Store, now: Timestamp) -> Result<(), StoreError> {
                 controller_uid(j) == Some(uid) && meta(j, "namespace") == meta(cj, "namespace")
             })
             .collect();
-        if let Err(e) = sync(store, cj, &children, now) {
+        if let Err(e) = sync(store, cj, &children, held, now) {
             tracing::debug!(
                 "cronjob {}/{}: {e}",
                 meta(cj, "namespace"),
@@ -56,11 +71,35 @@ pub fn pass(store: &Store, now: Timestamp) -> Result<(), StoreError> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// The nodes whose Ready condition is True.
+fn ready_nodes(store: &Store) -> Result<BTreeSet<String>, StoreError> {
+    Ok(store
+        .list("Node", None, None)?
+        .iter()
+        .filter(|n| {
+            n.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        })
+        .map(|n| meta(n, "name").to_string())
+        .collect())
+}
+
 fn time(v: &Value, pointer: &str) -> Option<Timestamp> {
     v.pointer(pointer)?.as_str()?.parse().ok()
 }
 
-fn sync(store: &Store, cj: &Value, children: &[&Value], now: Timestamp) -> Result<(), StoreError> {
+/// `held`: the CronJob's node is not Ready, so its schedule waits (see the module doc).
+fn sync(
+    store: &Store,
+    cj: &Value,
+    children: &[&Value],
+    held: bool,
+    now: Timestamp,
+) -> Result<(), StoreError> {
     let mut status = cj.get("status").cloned().unwrap_or_else(|| json!({}));
     let mut active: Vec<Value> = status["active"].as_array().cloned().unwrap_or_default();
     let warn = |reason: &str, msg: &str| event(store, cj, "Warning", reason, msg, COMPONENT);
@@ -106,13 +145,44 @@ fn sync(store: &Store, cj: &Value, children: &[&Value], now: Timestamp) -> Resul
     });
     let remaining = cleanup_history(store, cj, children)?;
 
-    let result = schedule_next(store, cj, &remaining, &mut active, &status, now);
+    let result = if held {
+        Ok(None)
+    } else {
+        schedule_next(store, cj, &remaining, &mut active, &status, now)
+    };
     set_active(&mut status, active);
     if let Ok(Some(scheduled)) = &result {
         status["lastScheduleTime"] = json!(crate::api::time::format(*scheduled));
     }
-    update_status(store, "CronJob", cj, status)?;
+    write_status(store, cj, status)?;
     result.map(drop)
+}
+
+/// Writes the CronJob's status; the times a node's report may have moved since `cj` was read
+/// stay at the later of the two.
+fn write_status(store: &Store, cj: &Value, mut status: Value) -> Result<(), StoreError> {
+    if cj.get("status") == Some(&status) {
+        return Ok(());
+    }
+    match store.update_with("CronJob", meta(cj, "namespace"), meta(cj, "name"), |o| {
+        if o.pointer("/metadata/uid") != cj.pointer("/metadata/uid") {
+            return Ok(());
+        }
+        let stored = o.get("status").cloned().unwrap_or(Value::Null);
+        for key in ["lastScheduleTime", "lastSuccessfulTime"] {
+            let pointer = format!("/{key}");
+            if let Some(t) = time(&stored, &pointer)
+                && time(&status, &pointer).is_none_or(|mine| mine < t)
+            {
+                status[key] = stored[key].clone();
+            }
+        }
+        o["status"] = status;
+        Ok::<_, StoreError>(())
+    }) {
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn set_active(status: &mut Value, active: Vec<Value>) {
@@ -199,11 +269,7 @@ fn schedule_next(
         );
         return Ok(None);
     }
-    let name = format!(
-        "{}-{}",
-        meta(cj, "name"),
-        scheduled.as_second().div_euclid(60)
-    );
+    let name = job_name(meta(cj, "name"), scheduled);
     if active.iter().any(|r| r["name"] == name.as_str())
         || time(status, "/lastScheduleTime") == Some(scheduled)
     {
@@ -256,6 +322,22 @@ fn schedule_next(
     Ok(Some(scheduled))
 }
 
+/// The name of the CronJob's Job for `scheduled`: NAME-<scheduled unix time in minutes>.
+pub fn job_name(cron_job: &str, scheduled: Timestamp) -> String {
+    format!("{cron_job}-{}", scheduled.as_second().div_euclid(60))
+}
+
+/// The [`SCHEDULED_AT`] value: `scheduled` in the CronJob's time zone, RFC 3339 as Go prints it
+/// (`Z` for UTC).
+pub fn scheduled_annotation(scheduled: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    let zoned = scheduled.to_zoned(tz.clone());
+    if zoned.offset().seconds() == 0 {
+        zoned.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    }
+}
+
 /// The Job for `scheduled`: the template's metadata and spec, owned by the CronJob, defaulted
 /// and given its selector as the API server would a Job created through it.
 fn new_job(cj: &Value, name: &str, scheduled: Timestamp, tz: &jiff::tz::TimeZone) -> Value {
@@ -265,13 +347,7 @@ fn new_job(cj: &Value, name: &str, scheduled: Timestamp, tz: &jiff::tz::TimeZone
         .cloned()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
-    let zoned = scheduled.to_zoned(tz.clone());
-    // RFC 3339 as Go prints it: `Z` for UTC.
-    let at = if zoned.offset().seconds() == 0 {
-        zoned.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-    } else {
-        zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
-    };
+    let at = scheduled_annotation(scheduled, tz);
     if !metadata["annotations"].is_object() {
         metadata["annotations"] = json!({});
     }

@@ -227,3 +227,81 @@ fn schedules_run_in_their_time_zone() {
     pass(&s, t(3900 + 5)).unwrap();
     assert!(names(&s).contains(&format!("utc-{}", t(3900).as_second() / 60)));
 }
+
+fn node(s: &Store, name: &str, ready: &str) {
+    s.put(
+        "Node",
+        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]}}),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_cron_job_bound_to_a_node_that_is_not_ready_waits_without_consuming_its_times() {
+    let (_d, s) = store();
+    let pinned = json!({"jobTemplate": {"spec": {"template": {"spec": {
+        "nodeName": "pi", "restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "busybox"}]}}}}});
+    make(&s, "pinned", pinned);
+    make(&s, "free", json!({}));
+    node(&s, "pi", "Unknown");
+    pass(&s, t(61)).unwrap();
+    pass(&s, t(121)).unwrap();
+    assert!(names(&s).iter().all(|n| n.starts_with("free-")));
+    assert_eq!(names(&s).len(), 2, "an unbound CronJob is not held");
+    assert!(cron(&s, "pinned")["status"]["lastScheduleTime"].is_null());
+
+    // The node ran 00:02 itself while offline and says so before it turns Ready.
+    s.update_with("CronJob", "default", "pinned", |cj| {
+        cj["status"]["lastScheduleTime"] = json!("2026-01-01T00:02:00Z");
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+    node(&s, "pi", "True");
+    pass(&s, t(150)).unwrap();
+    assert!(
+        !names(&s).iter().any(|n| n.starts_with("pinned-")),
+        "nothing is due after what the node ran"
+    );
+    // The next time is the hub's again.
+    pass(&s, t(181)).unwrap();
+    let pinned: Vec<String> = names(&s)
+        .into_iter()
+        .filter(|n| n.starts_with("pinned-"))
+        .collect();
+    assert_eq!(pinned, [format!("pinned-{}", t(180).as_second() / 60)]);
+
+    // A node gone from the store holds its CronJob too.
+    s.delete("Node", "", "pi").unwrap();
+    pass(&s, t(241)).unwrap();
+    assert_eq!(
+        names(&s)
+            .iter()
+            .filter(|n| n.starts_with("pinned-"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_status_write_never_moves_the_schedule_times_back() {
+    let (_d, s) = store();
+    make(&s, "tick", json!({}));
+    let stale = cron(&s, "tick");
+    // A node's report lands between the controller's read and its write.
+    s.update_with("CronJob", "default", "tick", |cj| {
+        cj["status"]["lastScheduleTime"] = json!("2026-01-01T00:09:00Z");
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+    write_status(
+        &s,
+        &stale,
+        json!({"lastScheduleTime": "2026-01-01T00:05:00Z", "lastSuccessfulTime": "2026-01-01T00:05:30Z"}),
+    )
+    .unwrap();
+    let cj = cron(&s, "tick");
+    assert_eq!(cj["status"]["lastScheduleTime"], "2026-01-01T00:09:00Z");
+    assert_eq!(cj["status"]["lastSuccessfulTime"], "2026-01-01T00:05:30Z");
+}

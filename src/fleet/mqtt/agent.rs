@@ -31,7 +31,7 @@ use super::stream::{NodeSide, StreamServer, Timing};
 use super::topics::{self, Topics};
 use super::{envelope, wire};
 use crate::fleet::metrics::NodeMetricsReport;
-use crate::fleet::{DesiredState, HubLink, LinkError, PodRef};
+use crate::fleet::{CronJobRun, DesiredState, HubLink, LinkError, PodRef};
 use crate::store::{Store, StoreError};
 
 /// The store setting holding the generation of the desired state last applied.
@@ -178,6 +178,12 @@ async fn drive(
                 // only refresh times, so the next report is the whole status.
                 forget_node_status(&inner);
             }
+            // The inbox subscription is in place: acknowledgements of what was sent before it
+            // (right after the ConnAck of a clean session) were dropped by the broker, and the
+            // acks of newer rows would keep those from ever being sent again. Start over.
+            Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                inner.connected.send_modify(|n| *n += 1);
+            }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 if let Some(streams) = &inner.streams {
                     if streams.is_stream_topic(&p.topic) {
@@ -199,12 +205,16 @@ async fn drive(
                     Some(topics::DESIRED | topics::DELTA) => {
                         let _ = desired.send(p);
                     }
+                    // Acknowledged off this loop, like stream frames: awaiting the client's
+                    // queue here, when a burst of reports and desired-state acks has filled
+                    // it, waits for this very loop to drain it, and the connection dies of a
+                    // keep-alive timeout.
                     Some(topics::ACK) => {
                         acknowledged(&inner, &p.payload).await;
-                        let _ = inner.client.ack(&p).await;
+                        let _ = inner.acks.send(p);
                     }
                     _ => {
-                        let _ = inner.client.ack(&p).await;
+                        let _ = inner.acks.send(p);
                     }
                 }
             }
@@ -501,6 +511,12 @@ fn without_heartbeats(status: &NodeStatus) -> Value {
 }
 
 impl MqttHubLink {
+    /// Whether the broker connection is up now (the node's offline CronJob schedule runs only
+    /// while it has been down for a while).
+    pub fn online(&self) -> bool {
+        self.inner.online.load(Ordering::SeqCst)
+    }
+
     /// Reports waiting in the outbox (for `edgepod get`-style diagnostics and tests).
     pub fn pending(&self) -> u64 {
         self.inner.store.outbox_len("").map(|(n, _)| n).unwrap_or(0)
@@ -602,6 +618,18 @@ impl HubLink for MqttHubLink {
             format!("event/{id}"),
             json!({"kind": "event", "event": event}),
         )
+    }
+
+    fn cron_job_ran(&self, run: CronJobRun) -> BoxFuture<'static, Result<(), LinkError>> {
+        // The hub keeps the latest of each time, so one row per CronJob and outcome is enough:
+        // a newer run's report replaces an unsent older one, a success is not lost to a start.
+        let outcome = if run.succeeded == Some(true) {
+            "ok"
+        } else {
+            "run"
+        };
+        let key = format!("cronjob/{}/{outcome}", run.uid);
+        self.queued(key, json!({"kind": "cronJobRan", "run": run}))
     }
 
     fn metrics(&self, report: NodeMetricsReport) -> BoxFuture<'static, Result<(), LinkError>> {

@@ -5,6 +5,7 @@
 //! deltas. Must not touch: the store on either side.
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use serde::{Deserialize, Serialize};
 
@@ -21,11 +22,17 @@ pub struct Removed {
     pub config_maps: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// `namespace/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron_jobs: Vec<String>,
 }
 
 impl Removed {
     fn is_empty(&self) -> bool {
-        self.pods.is_empty() && self.config_maps.is_empty() && self.secrets.is_empty()
+        self.pods.is_empty()
+            && self.config_maps.is_empty()
+            && self.secrets.is_empty()
+            && self.cron_jobs.is_empty()
     }
 }
 
@@ -45,6 +52,9 @@ pub struct Message {
     pub config_maps: Vec<ConfigMap>,
     #[serde(default)]
     pub secrets: Vec<Secret>,
+    /// Absent from older hubs' messages: no CronJob bound to the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron_jobs: Vec<CronJob>,
     #[serde(default, skip_serializing_if = "Removed::is_empty")]
     pub removed: Removed,
 }
@@ -70,6 +80,7 @@ pub fn full(node: &str, generation: u64, state: &DesiredState) -> Message {
         pods: state.pods.clone(),
         config_maps: state.config_maps.clone(),
         secrets: state.secrets.clone(),
+        cron_jobs: state.cron_jobs.clone(),
         removed: Removed::default(),
     }
 }
@@ -121,6 +132,8 @@ pub fn delta(
     });
     let (secrets, removed_secrets) =
         changes(&old.secrets, &new.secrets, |s| named_key(&s.metadata));
+    let (cron_jobs, removed_cron_jobs) =
+        changes(&old.cron_jobs, &new.cron_jobs, |c| named_key(&c.metadata));
     Message {
         node: node.to_string(),
         generation,
@@ -128,10 +141,12 @@ pub fn delta(
         pods,
         config_maps,
         secrets,
+        cron_jobs,
         removed: Removed {
             pods: removed_pods,
             config_maps: removed_cms,
             secrets: removed_secrets,
+            cron_jobs: removed_cron_jobs,
         },
     }
 }
@@ -159,6 +174,7 @@ pub fn resolve(current: DesiredState, msg: Message) -> DesiredState {
             pods: msg.pods,
             config_maps: msg.config_maps,
             secrets: msg.secrets,
+            cron_jobs: msg.cron_jobs,
         };
     }
     DesiredState {
@@ -172,6 +188,12 @@ pub fn resolve(current: DesiredState, msg: Message) -> DesiredState {
         secrets: merge(current.secrets, msg.secrets, &msg.removed.secrets, |s| {
             named_key(&s.metadata)
         }),
+        cron_jobs: merge(
+            current.cron_jobs,
+            msg.cron_jobs,
+            &msg.removed.cron_jobs,
+            |c| named_key(&c.metadata),
+        ),
     }
 }
 
@@ -194,9 +216,19 @@ mod tests {
         .expect("cm")
     }
 
+    fn cron(name: &str, schedule: &str) -> CronJob {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name},
+            "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {
+                "nodeName": "n", "containers": [{"name": "c", "image": "busybox"}]}}}}}
+        }))
+        .expect("cronjob")
+    }
+
     fn sorted(mut s: DesiredState) -> DesiredState {
         s.pods.sort_by_key(pod_key);
         s.config_maps.sort_by_key(|c| named_key(&c.metadata));
+        s.cron_jobs.sort_by_key(|c| named_key(&c.metadata));
         s
     }
 
@@ -206,6 +238,7 @@ mod tests {
             pods: vec![pod("a", "1", "busybox"), pod("b", "2", "busybox")],
             config_maps: vec![cm("x", "1"), cm("y", "1")],
             secrets: vec![],
+            cron_jobs: vec![cron("nightly", "0 3 * * *"), cron("gone", "@hourly")],
         };
         let new = DesiredState {
             pods: vec![
@@ -215,6 +248,7 @@ mod tests {
             ],
             config_maps: vec![cm("x", "2")],
             secrets: vec![],
+            cron_jobs: vec![cron("nightly", "0 4 * * *")],
         };
         let d = delta("n", 4, &old, 5, &new);
         assert_eq!(d.base, Some(4));
@@ -222,9 +256,10 @@ mod tests {
         assert_eq!(d.config_maps.len(), 1);
         assert_eq!(d.removed.config_maps, ["default/y"]);
         assert!(d.removed.pods.is_empty());
+        assert_eq!(d.cron_jobs.len(), 1);
+        assert_eq!(d.removed.cron_jobs, ["default/gone"]);
         // Through JSON, as on the wire.
-        let wire: Message =
-            serde_json::from_slice(&serde_json::to_vec(&d).expect("enc")).expect("dec");
+        let wire: Message = from_json(&to_json(&d).expect("enc")).expect("dec");
         assert_eq!(sorted(resolve(old.clone(), wire)), sorted(new.clone()));
         let back = delta("n", 5, &new, 6, &old);
         assert_eq!(back.removed.pods, ["3"]);

@@ -416,6 +416,7 @@ fn decode(node: &str, mut report: Value) -> Result<Decoded, String> {
         "podGone" => Report::PodGone(field(r, "pod")?),
         "mirrorPod" => Report::MirrorPod(Box::new(field(r, "pod")?)),
         "event" => Report::Event(Box::new(field(r, "event")?)),
+        "cronJobRan" => Report::CronJobRan(Some(node.to_string()), Box::new(field(r, "run")?)),
         "applied" => {
             return Ok(Decoded::Applied {
                 generation: field(r, "generation")?,

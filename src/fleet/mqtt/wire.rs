@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,7 +30,7 @@ pub struct Ack {
 pub struct Record {
     pub seq: u64,
     /// `{"kind": "podStatus" | "podGone" | "nodeStatus" | "register" | "mirrorPod" | "event" |
-    /// "applied", …}`.
+    /// "applied" | "cronJobRan", …}`.
     pub report: Value,
 }
 
@@ -76,6 +77,8 @@ pub struct StoredDesired {
     pub config_maps: Vec<ConfigMap>,
     #[serde(default)]
     pub secrets: Vec<Secret>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron_jobs: Vec<CronJob>,
 }
 
 impl From<&DesiredState> for StoredDesired {
@@ -84,6 +87,7 @@ impl From<&DesiredState> for StoredDesired {
             pods: s.pods.clone(),
             config_maps: s.config_maps.clone(),
             secrets: s.secrets.clone(),
+            cron_jobs: s.cron_jobs.clone(),
         }
     }
 }
@@ -94,6 +98,7 @@ impl From<StoredDesired> for DesiredState {
             pods: s.pods,
             config_maps: s.config_maps,
             secrets: s.secrets,
+            cron_jobs: s.cron_jobs,
         }
     }
 }
