@@ -24,12 +24,6 @@ spec:
           labels: {app: tick}
         spec:
           nodeName: n1
-          # What the API server's DefaultTolerationSeconds gives a pod made through it (the
-          # hub's Job controller makes its pods without): the hub's run caught by the outage
-          # stays put rather than being evicted and made again in a loop.
-          tolerations:
-          - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 300}
-          - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 300}
           restartPolicy: Never
           terminationGracePeriodSeconds: 1
           containers:
