@@ -72,7 +72,6 @@ struct Inner {
     online: AtomicBool,
     /// The last full Node status queued (heartbeat times blanked) and when.
     node_status: Mutex<Option<(Value, Instant)>>,
-    last_ack: Mutex<Instant>,
     streams: Option<NodeSide>,
     /// Stream frames to acknowledge, in order, off the connection's loop (which must not wait
     /// on a client queue that its own polling drains).
@@ -121,7 +120,6 @@ pub fn start(cfg: AgentLinkConfig, store: Arc<Store>) -> Result<MqttHubLink, Lin
         connected: tokio::sync::watch::Sender::new(0),
         online: AtomicBool::new(false),
         node_status: Mutex::new(None),
-        last_ack: Mutex::new(Instant::now()),
         streams,
         acks,
     });
@@ -247,9 +245,6 @@ async fn acknowledged(inner: &Arc<Inner>, payload: &[u8]) {
         tracing::warn!(node = %inner.node, "ignoring a malformed acknowledgement");
         return;
     };
-    if let Ok(mut t) = inner.last_ack.lock() {
-        *t = Instant::now();
-    }
     let store = Arc::clone(&inner.store);
     let r = tokio::task::spawn_blocking(move || store.outbox_ack(&ack.seqs)).await;
     if let Ok(Err(e)) = r {
@@ -258,13 +253,16 @@ async fn acknowledged(inner: &Arc<Inner>, payload: &[u8]) {
     inner.outbox_changed.notify_one();
 }
 
-/// Sends outbox rows in order while connected; after a reconnect or a silence of
-/// [`RESEND_AFTER`] it starts again from the oldest unacknowledged row.
+/// Sends outbox rows in order while connected; after a reconnect, or once the oldest row sent
+/// has waited [`RESEND_AFTER`] for its acknowledgement, it starts again from the oldest
+/// unacknowledged row. (Judging by the oldest row rather than by the last ack: acks of newer
+/// rows keep coming while one ack lost with a broker's session would hold its row forever.)
 async fn send_outbox(inner: Arc<Inner>) {
     let mut connected = inner.connected.subscribe();
     let topic = inner.topics.from_node(&inner.node, topics::STATUS);
     let mut after = 0u64;
-    let mut last_send = Instant::now();
+    // The oldest unacknowledged row already sent, and since when it has been the oldest.
+    let mut oldest: Option<(u64, Instant)> = None;
     loop {
         tokio::select! {
             _ = inner.outbox_changed.notified() => {}
@@ -277,14 +275,25 @@ async fn send_outbox(inner: Arc<Inner>) {
         if !inner.online.load(Ordering::SeqCst) {
             continue;
         }
-        let last_ack = inner
-            .last_ack
-            .lock()
-            .map(|t| *t)
-            .unwrap_or_else(|_| Instant::now());
-        if after > 0 && last_send.elapsed() >= RESEND_AFTER && last_ack.elapsed() >= RESEND_AFTER {
-            after = 0;
-        }
+        let store = Arc::clone(&inner.store);
+        let first = tokio::task::spawn_blocking(move || store.outbox_pending(0, 1))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|rows| rows.first().map(|r| r.seq))
+            .filter(|seq| *seq <= after);
+        oldest = match (first, oldest) {
+            (Some(seq), Some((was, since))) if seq == was => {
+                if since.elapsed() >= RESEND_AFTER {
+                    after = 0;
+                    None
+                } else {
+                    Some((was, since))
+                }
+            }
+            (Some(seq), _) => Some((seq, Instant::now())),
+            (None, _) => None,
+        };
         loop {
             let store = Arc::clone(&inner.store);
             let rows = match tokio::task::spawn_blocking(move || store.outbox_pending(after, BATCH))
@@ -322,7 +331,6 @@ async fn send_outbox(inner: Arc<Inner>) {
                 break;
             }
             after = last;
-            last_send = Instant::now();
         }
     }
 }
