@@ -336,15 +336,7 @@ impl OfflineCron {
                 }
             }
             for name in beyond_history(cj, &list) {
-                if let Some((pod, run)) = mine.iter().find(|(_, r)| r.name == name) {
-                    delete(store, pod)?;
-                    note(
-                        store,
-                        cj,
-                        "SuccessfulDelete",
-                        &format!("Deleted job {}", run.job),
-                    );
-                }
+                delete_run(store, cj, &mine, &name)?;
             }
             let Some(from) = offline_from else { continue };
             let mut earliest = from;
@@ -369,15 +361,7 @@ impl OfflineCron {
                 }
                 Decision::Start { scheduled, replace } => {
                     for name in replace {
-                        if let Some((pod, run)) = mine.iter().find(|(_, r)| r.name == name) {
-                            delete(store, pod)?;
-                            note(
-                                store,
-                                cj,
-                                "SuccessfulDelete",
-                                &format!("Deleted job {}", run.job),
-                            );
-                        }
+                        delete_run(store, cj, &mine, &name)?;
                     }
                     reports.push(self.start(store, cj, scheduled)?);
                 }
@@ -472,6 +456,25 @@ fn report(
 }
 
 /// Marks a run deleted; the reconcile loop stops it, releases it and removes it.
+/// Deletes the run `name` of `runs` (history limits, Replace) with the event Kubernetes records.
+fn delete_run(
+    store: &Store,
+    cj: &Value,
+    runs: &[(Value, Run)],
+    name: &str,
+) -> Result<(), StoreError> {
+    if let Some((pod, run)) = runs.iter().find(|(_, r)| r.name == name) {
+        delete(store, pod)?;
+        note(
+            store,
+            cj,
+            "SuccessfulDelete",
+            &format!("Deleted job {}", run.job),
+        );
+    }
+    Ok(())
+}
+
 fn delete(store: &Store, pod: &Value) -> Result<(), StoreError> {
     let r = store.update_with("Pod", meta(pod, "namespace"), meta(pod, "name"), |p| {
         if p.pointer("/metadata/uid") == pod.pointer("/metadata/uid")

@@ -157,19 +157,24 @@ fn pod(i: usize) -> Value {
     })
 }
 
+/// The KiB figure on the line starting with `key` of `/proc/PID/FILE` (0 when missing).
+pub(super) fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 pub(super) fn memory_kib(pid: u32) -> (u64, u64) {
-    let field = |file: &str, key: &str| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(key))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    };
-    (field("status", "VmRSS:"), field("smaps_rollup", "Pss:"))
+    (
+        proc_kib(pid, "status", "VmRSS:"),
+        proc_kib(pid, "smaps_rollup", "Pss:"),
+    )
 }
 
 struct Hub {

@@ -258,15 +258,7 @@ fn mosquitto_version() -> String {
 /// A KiB figure of /proc/PID/status: `VmHWM:` (the most RSS the process ever had), `RssAnon:`
 /// (its private memory, without the pages of its executable and libraries).
 pub(super) fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    super::bench_api::proc_kib(pid, "status", key)
 }
 
 fn options(id: String, port: u16) -> MqttOptions {
