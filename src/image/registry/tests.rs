@@ -18,6 +18,7 @@ use super::super::error::ImageError;
 use super::super::platform::Platform;
 use super::super::registries::Registries;
 use super::super::store::ImageStore;
+use super::pull::with_idle_timeout;
 use super::{ProgressEvent, PullConfig, PullProgress, Puller};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -55,6 +56,8 @@ struct State {
     log: Mutex<Vec<Logged>>,
     /// Blobs whose next answer stops halfway and closes the connection.
     cut: Mutex<HashSet<String>>,
+    /// Cut answers stall (the connection stays open, silent) rather than close.
+    stall: Mutex<bool>,
     /// Blobs served with one byte changed.
     corrupt: Mutex<HashSet<String>>,
     /// Blob answers wait this long first (for overlapping pulls).
@@ -235,6 +238,9 @@ async fn serve(mut socket: TcpStream, addr: SocketAddr, state: &State) -> std::i
         socket.write_all(&content[..sent]).await?;
     }
     socket.flush().await?;
+    if cut && *state.stall.lock().unwrap() {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
     Ok(())
 }
 
@@ -792,4 +798,83 @@ async fn redirects_are_followed_without_the_authorization_header() {
             .all(|l| !l.headers.contains_key("authorization")),
         "{at_cdn:?}"
     );
+}
+
+#[tokio::test]
+async fn a_stalled_link_times_out_and_the_download_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let server = Server::start().await;
+    let cfg = PullConfig {
+        registries: server.registries(),
+        ..PullConfig::default()
+    };
+    let puller = with_idle_timeout(store.clone(), cfg, Duration::from_millis(300));
+    let big = layer(200_000, 10);
+    let manifest = server.put_image("linux/amd64", &[&big]);
+    server.put_manifest("test/app", "1", OCI_MANIFEST, &manifest);
+    let digest = Digest::of_bytes(&big);
+    server.state.cut.lock().unwrap().insert(digest.to_string());
+    *server.state.stall.lock().unwrap() = true;
+    let reference = format!("{}/test/app:1", server.host());
+    let started = std::time::Instant::now();
+    let pulled = puller
+        .pull(&reference, &Keyring::default(), &())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(pulled.downloaded, 200_000);
+    let gets = server.requests(digest.as_str());
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(
+        gets[1].headers.get("range").map(String::as_str),
+        Some("bytes=100000-")
+    );
+}
+
+/// Unmounts (lazily) when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_pull_saying_so_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir.path(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=512k"),
+    )
+    .unwrap();
+    let _mounted = Mounted(dir.path().to_path_buf());
+    let store = Arc::new(ImageStore::open(&dir.path().join("images")).unwrap());
+    let server = Server::start().await;
+    let cfg = PullConfig {
+        registries: server.registries(),
+        ..PullConfig::default()
+    };
+    let puller = Puller::new(store.clone(), cfg);
+    let (small, big) = (layer(10_000, 11), layer(2_000_000, 12));
+    let manifest = server.put_image("linux/amd64", &[&small, &big]);
+    server.put_manifest("test/app", "1", OCI_MANIFEST, &manifest);
+    let reference = format!("{}/test/app:1", server.host());
+    let err = puller
+        .pull(&reference, &Keyring::default(), &())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::NoSpace { .. }), "{err:?}");
+    assert!(err.to_string().contains("the disk is full"), "{err}");
+    assert!(tmp_entries(&store).is_empty(), "{:?}", tmp_entries(&store));
+    for l in [&small, &big] {
+        assert!(!store.blobs().contains(&Digest::of_bytes(l)));
+    }
+    assert!(store.get(&reference).unwrap().is_none());
+    let usage = crate::image::space::FsUsage::of(dir.path()).unwrap();
+    assert!(usage.available > 400 << 10, "{usage:?}");
 }
