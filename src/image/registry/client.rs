@@ -24,7 +24,7 @@ use super::super::error::ImageError;
 use super::super::registries::{Endpoint, Scheme};
 use super::super::spec::{Descriptor, JSON_MAX};
 use super::auth::{self, Challenge};
-use super::http::{Transport, next_chunk, read_all};
+use super::http::Transport;
 
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -299,7 +299,9 @@ impl Registry {
         if status.is_success() {
             return Ok(response);
         }
-        let body = read_all(response.into_body(), ERROR_BODY_MAX)
+        let body = self
+            .transport
+            .read_all(response.into_body(), ERROR_BODY_MAX)
             .await
             .unwrap_or_default();
         let context = if status == StatusCode::NOT_FOUND {
@@ -321,7 +323,8 @@ impl Registry {
         let response = self
             .checked(Method::GET, "manifests", name, Registry::accept())
             .await?;
-        read_all(response.into_body(), JSON_MAX)
+        self.transport
+            .read_all(response.into_body(), JSON_MAX)
             .await
             .map_err(Failure::Transient)
     }
@@ -354,7 +357,9 @@ impl Registry {
         let response = self
             .checked(Method::GET, "blobs", desc.digest.as_str(), HeaderMap::new())
             .await?;
-        let bytes = read_all(response.into_body(), desc.size)
+        let bytes = self
+            .transport
+            .read_all(response.into_body(), desc.size)
             .await
             .map_err(Failure::Transient)?;
         let actual = Digest::of_bytes(&bytes);
@@ -465,7 +470,12 @@ impl Registry {
         }
         let mut body = response.into_body();
         let mut last = Instant::now();
-        while let Some(chunk) = next_chunk(&mut body).await.map_err(Failure::Transient)? {
+        while let Some(chunk) = self
+            .transport
+            .next_chunk(&mut body)
+            .await
+            .map_err(Failure::Transient)?
+        {
             let total = out.written() + chunk.len() as u64;
             if total > desc.size {
                 return Err(Failure::Refused(format!(
