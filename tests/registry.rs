@@ -36,7 +36,11 @@ fn fixture_the_proxy_cuts_one_blob_download_and_counts_bytes() {
 
     proxy.arm(100_000);
     let cut = raw_get(proxy.port, &path);
-    assert_eq!(cut.len(), 100_000, "the armed proxy sends exactly 100,000 bytes");
+    assert_eq!(
+        cut.len(),
+        100_000,
+        "the armed proxy sends exactly 100,000 bytes"
+    );
     assert!(cut.starts_with(b"HTTP/1.1 200"), "{:?}", &cut[..40]);
     assert_eq!(proxy.cuts(), 1);
 

@@ -3,6 +3,7 @@
 //! - `pod-start`: manifest written → first container process running (through a real agent),
 //!   and create → start → exit → cleanup of a `true` container through the runtime, next to
 //!   `runc run` and `crun run` of the same rootfs bundle.
+//! - `pull`: a cold registry pull next to `skopeo copy` (see `bench_pull`).
 //! - `memory`: RSS and PSS of an idle agent with N running pods, shims included.
 
 use std::fs;
@@ -76,6 +77,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
     },
+    /// A cold pull of a ~50 MB image from a local docker-registry over loopback, next to
+    /// `skopeo copy` of the same image: median times, their ratio, the puller's peak RSS.
+    Pull {
+        /// Image size in MB (10^6 bytes) of random data.
+        #[arg(long, default_value_t = 50)]
+        size_mb: usize,
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Agent memory with N idle pods.
     Memory {
         #[arg(long)]
@@ -94,6 +106,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             idle_seconds,
         } => super::bench_fleet::run(nodes, idle_seconds),
         BenchCommand::Broker { clients, messages } => super::bench_broker::run(clients, messages),
+        BenchCommand::Pull {
+            size_mb,
+            layers,
+            runs,
+        } => super::bench_pull::run(size_mb, layers, runs),
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
         BenchCommand::Probes {

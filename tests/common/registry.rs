@@ -530,7 +530,12 @@ pub fn noise(seed: u64, n: usize) -> Vec<u8> {
 /// Pushes an image for the host's platform whose layers hold `layer_sizes` bytes of noise each
 /// (gzip without compression: noise does not shrink, and the test binaries' zlib is
 /// unoptimised). Returns the manifest as served.
-pub fn push_noise_image(registry: &Registry, repo_tag: &str, seed: u64, layer_sizes: &[usize]) -> Value {
+pub fn push_noise_image(
+    registry: &Registry,
+    repo_tag: &str,
+    seed: u64,
+    layer_sizes: &[usize],
+) -> Value {
     let work = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     let dir = work.path().join("layout");
     let mut layout = Layout::new(&dir);
