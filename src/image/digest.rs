@@ -128,6 +128,11 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.len
+    }
+
     pub(crate) fn finish(self) -> (W, Digest, u64) {
         (self.inner, Digest::from_hasher(self.hasher), self.len)
     }

@@ -32,11 +32,28 @@ pub enum ImageError {
         member: String,
         reason: String,
     },
-    #[error("archive {}: no image for platform {wanted} (it has {})", archive.display(), available.join(", "))]
+    /// `image` is the archive path or the reference pulled (not `source`: thiserror would take
+    /// a field of that name for the underlying error).
+    #[error("image {image:?}: no image for platform {wanted} (it has {})", available.join(", "))]
     NoMatchingPlatform {
-        archive: PathBuf,
+        image: String,
         wanted: String,
         available: Vec<String>,
+    },
+    /// A pull that failed at `registry` (an endpoint URL, `https://host/v2`); `reason` carries
+    /// the registry's own words (its `errors[].message`) or the status line.
+    #[error("pull {reference:?} from {registry}: {reason}")]
+    Pull {
+        reference: String,
+        registry: String,
+        reason: String,
+    },
+    /// The filesystem holding the store is full (ENOSPC); what was being written is removed.
+    #[error("{}: the disk is full (no space left on device) with {needed} bytes still to write: {reason}", path.display())]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        reason: String,
     },
     #[error("{}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },

@@ -1,16 +1,17 @@
-//! The local image store: images imported from archives, kept as content-addressed blobs,
-//! and their layers unpacked for overlayfs (or flattened into one directory without it).
+//! The local image store: images imported from archives or pulled from registries, kept as
+//! content-addressed blobs, and their layers unpacked for overlayfs (or flattened into one
+//! directory without it).
 //!
 //! Owns: everything under its root directory (e.g. `DATA_DIR/images`, see [`ImageStore`]);
 //! image references and their normalisation; reading OCI archives and docker-archives;
 //! choosing the host's platform from multi-platform images; unpacking layer tars safely; where
-//! a pull would go ([`registries`]: the node's registries.yaml) with which credentials
-//! ([`credentials`]: pull secrets); keeping the image filesystem below its thresholds
-//! ([`space`]).
+//! a pull goes ([`registries`]: the node's registries.yaml) with which credentials
+//! ([`credentials`]: pull secrets); pulling from registries ([`registry`]); keeping the image
+//! filesystem below its thresholds ([`space`]).
 //!
 //! Must not touch: the object store (images are files, not API objects), mounts and
-//! containers (the runtime mounts what [`ImageStore::layer_dirs`] returns), or the network:
-//! images arrive as archives.
+//! containers (the runtime mounts what [`ImageStore::layer_dirs`] returns). Only [`registry`]
+//! touches the network.
 
 mod blobs;
 mod candidate;
@@ -27,6 +28,7 @@ mod platform;
 mod record;
 mod reference;
 pub mod registries;
+pub mod registry;
 mod safepath;
 mod scratch;
 pub mod space;
@@ -44,4 +46,5 @@ pub use gc::GcReport;
 pub use platform::Platform;
 pub use record::{ImageConfig, ImageRecord, LayerRecord};
 pub use reference::{Reference, normalize_reference};
+pub use registry::{ProgressEvent, PullConfig, PullProgress, Pulled, Puller};
 pub use store::ImageStore;

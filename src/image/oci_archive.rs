@@ -89,7 +89,7 @@ fn choose(
     }
     let chosen =
         platform::select(offered, host).map_err(|available| ImageError::NoMatchingPlatform {
-            archive: staged.archive().to_path_buf(),
+            image: staged.archive().display().to_string(),
             wanted: host.to_string(),
             available,
         })?;

@@ -17,12 +17,14 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::blobs::BlobStore;
 use super::candidate::{Candidate, PendingBlob};
+use super::digest::Digest;
 use super::error::ImageError;
 use super::gc::{self, GcReport};
 use super::layers;
 use super::lookup;
 use super::platform::Platform;
 use super::record::{self, ImageRecord};
+use super::scratch::ScratchDir;
 use super::staging::Staged;
 use super::unpack::Whiteouts;
 use super::{docker_archive, oci_archive};
@@ -71,23 +73,68 @@ impl ImageStore {
             return Err(staged.bad("", "neither an OCI layout (oci-layout, index.json) nor a docker-archive (manifest.json)"));
         };
         let _lock = self.lock()?;
-        let mut records = record::load(&self.records_path)?;
         let mut imported = Vec::new();
         for candidate in candidates {
             self.store_blobs(&candidate, staged.scratch())?;
             imported.extend(candidate.records());
         }
+        self.save_records(&imported)?;
         for new in &imported {
+            tracing::info!(reference = %new.reference, digest = %new.digest, archive = %archive.display(), "imported image");
+        }
+        Ok(imported)
+    }
+
+    /// Stores a pulled image's blobs and records it under its reference, as
+    /// [`ImageStore::import`] records an archive's images. `present` are the blobs the pull
+    /// found stored and did not fetch: if garbage collection removed one since, nothing is
+    /// recorded and they are returned, for the puller to fetch.
+    pub(crate) fn record_pulled(
+        &self,
+        candidate: Candidate,
+        present: &[Digest],
+    ) -> Result<Result<ImageRecord, Vec<Digest>>, ImageError> {
+        let _lock = self.lock()?;
+        let missing: Vec<Digest> = present
+            .iter()
+            .filter(|d| !self.blobs.contains(d))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+        let scratch = ScratchDir::new(&self.tmp_dir, "pull")?;
+        self.store_blobs(&candidate, scratch.path())?;
+        let records = candidate.records();
+        self.save_records(&records)?;
+        records
+            .into_iter()
+            .next()
+            .map(Ok)
+            .ok_or_else(|| ImageError::NotFound {
+                reference: String::new(),
+            })
+    }
+
+    pub(crate) fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Where downloads in progress go (on the blobs' filesystem, so they are renamed in).
+    pub(crate) fn tmp_dir(&self) -> &Path {
+        &self.tmp_dir
+    }
+
+    /// Replaces or adds `new` records by reference; the caller holds the lock.
+    fn save_records(&self, new: &[ImageRecord]) -> Result<(), ImageError> {
+        let mut records = record::load(&self.records_path)?;
+        for new in new {
             match records.iter_mut().find(|r| r.reference == new.reference) {
                 Some(old) => *old = new.clone(),
                 None => records.push(new.clone()),
             }
         }
-        record::save(&self.records_path, &records)?;
-        for new in &imported {
-            tracing::info!(reference = %new.reference, digest = %new.digest, archive = %archive.display(), "imported image");
-        }
-        Ok(imported)
+        record::save(&self.records_path, &records)
     }
 
     fn store_blobs(&self, candidate: &Candidate, scratch: &Path) -> Result<(), ImageError> {
