@@ -87,6 +87,20 @@ pub enum BenchCommand {
         layers: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// What pulls for edgepod: `cli` (`edgepod image pull`, what a user runs) or `library`
+        /// (the Puller alone in a child process, as the agent runs it).
+        #[arg(long, default_value = "cli", value_parser = ["cli", "library"])]
+        via: String,
+    },
+    /// One pull through the Puller, no output: the child `bench pull --via library` measures.
+    #[command(hide = true)]
+    PullChild {
+        reference: String,
+        /// The image store's root directory.
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        registries: PathBuf,
     },
     /// Agent memory with N idle pods.
     Memory {
@@ -110,7 +124,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             size_mb,
             layers,
             runs,
-        } => super::bench_pull::run(size_mb, layers, runs),
+            via,
+        } => super::bench_pull::run(size_mb, layers, runs, via == "library"),
+        BenchCommand::PullChild {
+            reference,
+            store,
+            registries,
+        } => super::bench_pull::child(&reference, &store, &registries),
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
         BenchCommand::Probes {

@@ -7,8 +7,10 @@
 //! `--size-mb` MB, gzip without compression: random data does not shrink, so the level would only
 //! cost build time) is written here as an OCI layout and pushed with skopeo. Each run pulls it
 //! cold into a fresh directory twice, alternating which tool goes first so a noisy neighbour
-//! falls on both: `edgepod image pull REF --private-registry FILE` (a child process, so its peak
-//! RSS — `ru_maxrss` from wait4 — is the pull's own) and `skopeo copy docker://REF oci:DIR`.
+//! falls on both: `edgepod image pull REF --private-registry FILE` (or, with `--via library`,
+//! the Puller alone in `edgepod bench pull-child`, as the agent runs it) — a child process, so
+//! its peak RSS (`ru_maxrss` from wait4) is the pull's own — and `skopeo copy docker://REF
+//! oci:DIR`.
 //! Both receive the same compressed bytes, verify the same digests and write the same blobs;
 //! neither unpacks a layer.
 //!
@@ -17,12 +19,15 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
+use super::bench_api::proc_kib;
 use super::bench_fleet::{Proc, free_port};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -31,18 +36,24 @@ const REPOSITORY: &str = "bench/pull";
 const TARGET_RATIO: f64 = 1.2;
 const TARGET_RSS_KIB: u64 = 40 * 1024;
 
-pub fn run(size_mb: usize, layers: usize, runs: usize) -> anyhow::Result<()> {
+pub fn run(size_mb: usize, layers: usize, runs: usize, library: bool) -> anyhow::Result<()> {
     if size_mb == 0 || layers == 0 || runs == 0 {
         bail!("--size-mb, --layers and --runs must be at least 1");
     }
     let dir = std::env::temp_dir().join(format!("edgepod-bench-pull-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
-    let result = run_in(&dir, size_mb, layers, runs);
+    let result = run_in(&dir, size_mb, layers, runs, library);
     let _ = fs::remove_dir_all(&dir);
     result
 }
 
-fn run_in(dir: &Path, size_mb: usize, layers: usize, runs: usize) -> anyhow::Result<()> {
+fn run_in(
+    dir: &Path,
+    size_mb: usize,
+    layers: usize,
+    runs: usize,
+    library: bool,
+) -> anyhow::Result<()> {
     let (registry, port) = registry(dir)?;
     let host = format!("127.0.0.1:{port}");
     let layout = dir.join("layout");
@@ -65,10 +76,15 @@ fn run_in(dir: &Path, size_mb: usize, layers: usize, runs: usize) -> anyhow::Res
         format!("mirrors:\n  \"{host}\":\n    endpoint: [\"http://{host}\"]\n"),
     )?;
     let exe = std::env::current_exe()?;
+    let what = if library {
+        "the Puller in a child process (bench pull-child)"
+    } else {
+        "edgepod image pull"
+    };
     println!(
         "edgepod bench pull: {reference}, {} bytes in {layers} gzip layers of random data, \
          {runs} cold pulls each over loopback (registry: docker-registry {}, {}; \
-         image built in {:.1} s, pushed in {:.1} s)",
+         image built in {:.1} s, pushed in {:.1} s); edgepod pulls through {what}",
         image_bytes,
         version(REGISTRY_BIN, "--version"),
         version("skopeo", "--version"),
@@ -84,17 +100,27 @@ fn run_in(dir: &Path, size_mb: usize, layers: usize, runs: usize) -> anyhow::Res
             let data = run_dir.join("edgepod");
             let stderr = run_dir.join("edgepod.stderr");
             fs::create_dir_all(&data)?;
-            let child = Command::new(&exe)
-                .arg("--data-dir")
-                .arg(&data)
-                .args(["image", "pull", &reference, "--private-registry"])
+            let mut cmd = Command::new(&exe);
+            if library {
+                cmd.args(["bench", "pull-child", &reference, "--store"])
+                    .arg(data.join("images"))
+                    .arg("--registries");
+            } else {
+                cmd.arg("--data-dir").arg(&data).args([
+                    "image",
+                    "pull",
+                    &reference,
+                    "--private-registry",
+                ]);
+            }
+            let child = cmd
                 .arg(&registries)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(File::create(&stderr)?)
                 .spawn()
-                .context("starting edgepod image pull")?;
-            measure(child, "edgepod image pull", &stderr)
+                .context("starting edgepod")?;
+            measure(child, what, &stderr)
         };
         let skopeo = || -> anyhow::Result<Measured> {
             let stderr = run_dir.join("skopeo.stderr");
@@ -152,6 +178,12 @@ fn run_in(dir: &Path, size_mb: usize, layers: usize, runs: usize) -> anyhow::Res
         &rss(&ours).to_string(),
         &rss(&theirs).to_string(),
     );
+    let anon = |m: &[Measured]| m.iter().map(|m| m.peak_anon_kib).max().unwrap_or(0);
+    row(
+        "  of which private (RssAnon, sampled) (KiB)",
+        &anon(&ours).to_string(),
+        &anon(&theirs).to_string(),
+    );
     let ratio = ours_ms / theirs_ms;
     println!(
         "time ratio edgepod / skopeo: {ratio:.2} (target <= {TARGET_RATIO}: {}); \
@@ -166,12 +198,32 @@ fn run_in(dir: &Path, size_mb: usize, layers: usize, runs: usize) -> anyhow::Res
     Ok(())
 }
 
+/// `bench pull-child`: one pull into the store at `store_root` through the Puller, on a
+/// two-worker runtime as the agent's, printing nothing.
+pub fn child(reference: &str, store_root: &Path, registries: &Path) -> anyhow::Result<()> {
+    use crate::image::credentials::Keyring;
+    use crate::image::registries::Registries;
+    use crate::image::{ImageStore, PullConfig, Puller};
+    let store = std::sync::Arc::new(ImageStore::open(store_root)?);
+    let cfg = PullConfig {
+        registries: Registries::load(registries)?,
+        ..PullConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let puller = Puller::new(store, cfg);
+    runtime.block_on(puller.pull(reference, &Keyring::default(), &()))?;
+    Ok(())
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
 fn row(figure: &str, ours: &str, theirs: &str) {
-    println!("{figure:<40} | {ours:>10} | {theirs:>10}");
+    println!("{figure:<44} | {ours:>10} | {theirs:>10}");
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -187,6 +239,8 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 struct Measured {
     elapsed: Duration,
     max_rss_kib: u64,
+    /// The highest RssAnon seen, sampled every 10 ms.
+    peak_anon_kib: u64,
 }
 
 /// Waits for `child` with wait4(2): its wall time from here and its own peak RSS (the kernel
@@ -194,6 +248,20 @@ struct Measured {
 fn measure(child: Child, what: &str, stderr: &Path) -> anyhow::Result<Measured> {
     let t = Instant::now();
     let pid = child.id() as libc::pid_t;
+    // The kernel keeps no peak of private memory alone; a debug binary's code pages swell
+    // ru_maxrss, so RssAnon (heap, stacks, buffers) is sampled too.
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(proc_kib(pid as u32, "status", "RssAnon:"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -201,6 +269,8 @@ fn measure(child: Child, what: &str, stderr: &Path) -> anyhow::Result<Measured> 
     // reaps in wait/try_wait, which are never called on it).
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let elapsed = t.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let peak_anon_kib = sampler.join().unwrap_or(0);
     if r != pid {
         bail!("{what}: wait4: {}", std::io::Error::last_os_error());
     }
@@ -213,6 +283,7 @@ fn measure(child: Child, what: &str, stderr: &Path) -> anyhow::Result<Measured> 
     Ok(Measured {
         elapsed,
         max_rss_kib: usage.ru_maxrss.max(0) as u64,
+        peak_anon_kib,
     })
 }
 
