@@ -3,7 +3,8 @@
 //! Owns: the desired pods of this node (static pods from the manifest directory for now), the
 //! reconcile loop that makes the runtime match them ([`sync`]), restart back-off ([`backoff`]),
 //! translating Pods into runtime specs ([`container_spec`], [`env`], [`volumes`]; ConfigMaps
-//! and Secrets through [`config_objects`], [`config_volumes`], [`atomic_writer`]), the pod
+//! and Secrets through [`config_objects`], [`config_volumes`], [`atomic_writer`]), when and with
+//! which credentials images are pulled ([`image_pull`]), the pod
 //! status written back to the store ([`status`]) and the node's side of logs, exec, attach and
 //! port-forward ([`streams`]).
 //!
@@ -19,6 +20,7 @@ pub mod config_volumes;
 pub mod container_spec;
 pub mod env;
 pub mod image_gc;
+pub mod image_pull;
 pub mod metrics;
 pub mod node;
 pub mod offline_cron;
@@ -72,6 +74,10 @@ pub struct AgentConfig {
     pub image_gc: crate::image::space::Thresholds,
     /// How often that is checked (the kubelet: every 5 minutes).
     pub image_gc_period: Duration,
+    /// registries.yaml: mirrors, rewrites, TLS and auth per registry (a missing file: none).
+    pub private_registry: PathBuf,
+    /// Registry credentials every pod of the node may use (Docker's config.json shape).
+    pub image_credentials: PathBuf,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -127,9 +133,17 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (wake_r, wake_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| AgentError::Other(format!("pipe: {e}")))?;
+    // A finished image pull wakes it the same way.
+    let pull_wake = wake_w
+        .try_clone()
+        .map_err(|e| AgentError::Other(format!("pipe: {e}")))?;
     let prober = probe::Prober::start(Arc::clone(&store), wake_w)
         .map_err(|e| AgentError::Other(format!("prober: {e}")))?;
-    let mut kubelet = sync::Kubelet::new(cfg.clone(), store, runtime, images, prober);
+    let pull_config = image_pull::pull_config(&cfg.private_registry, &cfg.image_credentials)
+        .map_err(AgentError::Image)?;
+    let pulls = image_pull::ImageManager::new(Arc::clone(&images), pull_config, Some(pull_wake))
+        .map_err(AgentError::Image)?;
+    let mut kubelet = sync::Kubelet::new(cfg.clone(), store, runtime, images, prober, pulls);
     tracing::info!(
         node = %cfg.node_name,
         manifests = %cfg.manifests_dir.display(),

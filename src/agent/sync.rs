@@ -13,6 +13,9 @@ use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use nix::sys::signal::Signal;
 
 use crate::image::ImageStore;
+
+use super::config_objects::ConfigObjects;
+use super::image_pull::{ImageManager, ImageState};
 use crate::runtime::{
     ContainerInfo, ContainerMeta, ContainerState as RtState, CreateRequest, RootfsSource, Runtime,
     rootfs, shim,
@@ -54,6 +57,8 @@ pub struct Kubelet {
     waiting: HashMap<(String, String), Waiting>,
     resync: bool,
     image_gc: super::image_gc::ImageGc,
+    /// Image pulls in flight and the pull policy.
+    pulls: ImageManager,
 }
 
 impl Kubelet {
@@ -63,6 +68,7 @@ impl Kubelet {
         runtime: Runtime,
         images: Arc<ImageStore>,
         prober: Prober,
+        pulls: ImageManager,
     ) -> Self {
         let source = StaticPodSource::new(&cfg.manifests_dir, &cfg.node_name);
         let image_gc = super::image_gc::ImageGc::new(cfg.image_gc, cfg.image_gc_period);
@@ -84,6 +90,7 @@ impl Kubelet {
             waiting: HashMap::new(),
             resync: false,
             image_gc,
+            pulls,
         }
     }
 
@@ -632,31 +639,70 @@ impl Kubelet {
                 &format!("Back-off pulling image \"{image_ref}\""),
             ));
         }
-        let record = match self.images.get(&image_ref) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                let never = c.image_pull_policy.as_deref() == Some("Never");
-                let (reason, message) = if never {
-                    (
-                        "ErrImageNeverPull",
-                        format!(
-                            "Container image \"{image_ref}\" is not present with pull policy of Never"
+        let objects = ConfigObjects::load(&self.store, &ns);
+        let (record, present) = match self.pulls.ensure(pod, c, &objects) {
+            ImageState::Ready { record, pulled } => {
+                if let Some(p) = &pulled {
+                    self.event_for(
+                        pod,
+                        Some(path),
+                        "Normal",
+                        "Pulled",
+                        &format!(
+                            "Successfully pulled image \"{image_ref}\" in {:.3}s. Image size: {} bytes. Downloaded: {} bytes.",
+                            p.elapsed.as_secs_f64(),
+                            p.size,
+                            p.downloaded
                         ),
-                    )
-                } else {
-                    (
-                        "ErrImagePull",
-                        format!(
-                            "image \"{image_ref}\" is not in the local image store and this agent cannot pull from registries yet: import it with `edgepod image import`"
-                        ),
-                    )
-                };
-                self.image_pull_failed(pull_key);
-                return Err(wait(reason, &message));
+                    );
+                }
+                let present = pulled.is_none();
+                (record, present)
             }
-            Err(e) => {
-                self.image_pull_failed(pull_key);
-                return Err(wait("ErrImagePull", &format!("image \"{image_ref}\": {e}")));
+            ImageState::Pulling { started } => {
+                if started {
+                    self.event_for(
+                        pod,
+                        Some(path),
+                        "Normal",
+                        "Pulling",
+                        &format!("Pulling image \"{image_ref}\""),
+                    );
+                }
+                return Err(wait("ContainerCreating", ""));
+            }
+            ImageState::Failed {
+                reason,
+                message,
+                fallback,
+            } => {
+                if reason == "ErrImagePull" {
+                    self.event_for(
+                        pod,
+                        Some(path),
+                        "Warning",
+                        "Failed",
+                        &format!("Failed to pull image \"{image_ref}\": {message}"),
+                    );
+                }
+                match fallback {
+                    Some(record) => {
+                        self.event_for(
+                            pod,
+                            Some(path),
+                            "Warning",
+                            "Pulled",
+                            &format!("Using image \"{image_ref}\" already present on machine: no registry could be reached"),
+                        );
+                        (record, false)
+                    }
+                    None => {
+                        // "Error: ErrImagePull" follows from the Waiting reason (see
+                        // note_waiting).
+                        self.image_pull_failed(pull_key);
+                        return Err(wait(reason, &message));
+                    }
+                }
             }
         };
         self.image_backoff.remove(&pull_key);
@@ -714,7 +760,7 @@ impl Kubelet {
             sandbox_id: sandbox.id(),
             stdin: c.stdin.unwrap_or(false),
         };
-        if attempt == 0 {
+        if attempt == 0 && present {
             self.event_for(
                 pod,
                 Some(path),
@@ -795,6 +841,7 @@ impl Kubelet {
         }
         self.waiting.retain(|(u, _), _| u != uid);
         self.image_backoff.retain(|(u, _), _| u != uid);
+        self.pulls.forget_pod(uid);
         let pod = self.seen.remove(uid).or_else(|| {
             self.store
                 .list_as::<Pod>("Pod", None, None)

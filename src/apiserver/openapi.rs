@@ -2,8 +2,8 @@
 //! `/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`, … — what `kubectl explain` reads, and what
 //! `kubectl create/apply` checks to learn that the server validates fields itself.
 //!
-//! Owns: serving the documents `build.rs` generated from k8s-openapi's schemas (gzipped in the
-//! binary), their content hashes, and the cache headers that let kubectl keep them on disk.
+//! Owns: serving the documents `build.rs` generated from k8s-openapi's schemas (kept in the
+//! binary as slices of one gzipped pool of the pieces they share), their content hashes, and the cache headers that let kubectl keep them on disk.
 //! Must not touch: routing (the lead mounts [`serve`] on `/openapi/v3` and
 //! `/openapi/v3/{*path}`), and the documents' content, which build.rs owns; what is in them and
 //! why is in build.rs's doc comment. `/openapi/v2` is deliberately not served: kubectl only
@@ -14,9 +14,9 @@
 //! `Cache-Control: public, immutable` (the URL names the content, so it never changes); a stale
 //! hash is redirected to the current URL; no hash gets the document with the ETag and
 //! `no-cache`, so a client revalidates. Clients sending `Accept-Encoding: gzip` (Go's HTTP
-//! client always does) get the stored gzip bytes as they are: no CPU spent on a Pi.
+//! client always does) get it gzipped at the fastest level: kubectl keeps a document on disk
+//! by its hash, so a document is built and compressed about once per client.
 
-use std::borrow::Cow;
 use std::io::Read;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -30,10 +30,10 @@ pub struct Document {
     pub path: &'static str,
     /// Uppercase hex SHA-256 of the JSON, as the `hash` query of its URL and its ETag.
     pub hash: &'static str,
-    /// Length of the JSON once inflated.
+    /// Length of the JSON.
     pub json_len: usize,
-    /// The gzipped JSON, as build.rs wrote it.
-    pub gzip: &'static [u8],
+    /// The JSON is these (offset, length) slices of the inflated pool, in order.
+    pub segments: &'static [(u32, u32)],
 }
 
 include!(concat!(env!("OUT_DIR"), "/openapi_documents.rs"));
@@ -58,16 +58,39 @@ impl Document {
         format!("\"{}\"", self.hash)
     }
 
-    /// The JSON, inflated.
+    /// The JSON, rebuilt from the pool.
     pub fn json(&self) -> Result<Vec<u8>, OpenApiError> {
+        let inflate = |source| OpenApiError::Inflate {
+            path: self.path,
+            source,
+        };
+        let mut pool = Vec::with_capacity(POOL_LEN);
+        flate2::read::GzDecoder::new(POOL)
+            .read_to_end(&mut pool)
+            .map_err(inflate)?;
         let mut json = Vec::with_capacity(self.json_len);
-        flate2::read::GzDecoder::new(self.gzip)
-            .read_to_end(&mut json)
+        for &(offset, len) in self.segments {
+            let piece = pool
+                .get(offset as usize..offset as usize + len as usize)
+                .ok_or_else(|| inflate(std::io::ErrorKind::UnexpectedEof.into()))?;
+            json.extend_from_slice(piece);
+        }
+        Ok(json)
+    }
+
+    /// The JSON, gzipped.
+    pub fn gzip(&self) -> Result<Vec<u8>, OpenApiError> {
+        let json = self.json()?;
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(json.len() / 6),
+            flate2::Compression::fast(),
+        );
+        std::io::Write::write_all(&mut gz, &json)
+            .and_then(|()| gz.finish())
             .map_err(|source| OpenApiError::Inflate {
                 path: self.path,
                 source,
-            })?;
-        Ok(json)
+            })
     }
 }
 
@@ -101,8 +124,8 @@ pub fn index() -> Value {
 /// The inflated JSON of the document at `path`, or `None` when there is no such document.
 /// Inflating a document the build wrote cannot fail short of memory corruption; it is still
 /// reported rather than unwrapped.
-pub fn document(path: &str) -> Option<Result<Cow<'static, [u8]>, OpenApiError>> {
-    find(path).map(|d| d.json().map(Cow::Owned))
+pub fn document(path: &str) -> Option<Result<Vec<u8>, OpenApiError>> {
+    find(path).map(Document::json)
 }
 
 /// What to answer a `GET /openapi/v3[/{path}]`.
@@ -117,7 +140,7 @@ pub enum Reply {
     /// The document. `gzip`: the bytes are gzip and need `Content-Encoding: gzip`.
     /// `immutable`: the URL carried the matching hash, so the response may be cached forever.
     Document {
-        bytes: Cow<'static, [u8]>,
+        bytes: Vec<u8>,
         gzip: bool,
         etag: String,
         immutable: bool,
@@ -150,18 +173,12 @@ pub fn serve(
         return Some(Reply::NotModified { etag });
     }
     let immutable = hash.is_some_and(|h| !h.is_empty());
-    if accepts_gzip(accept_encoding.unwrap_or("")) {
-        return Some(Reply::Document {
-            bytes: Cow::Borrowed(doc.gzip),
-            gzip: true,
-            etag,
-            immutable,
-        });
-    }
-    Some(match doc.json() {
-        Ok(json) => Reply::Document {
-            bytes: Cow::Owned(json),
-            gzip: false,
+    let gzip = accepts_gzip(accept_encoding.unwrap_or(""));
+    let bytes = if gzip { doc.gzip() } else { doc.json() };
+    Some(match bytes {
+        Ok(bytes) => Reply::Document {
+            bytes,
+            gzip,
             etag,
             immutable,
         },
@@ -220,11 +237,7 @@ impl IntoResponse for Reply {
                 etag,
                 immutable,
             } => {
-                // Static gzip bytes go out without a copy.
-                let body = match bytes {
-                    Cow::Borrowed(b) => axum::body::Body::from(b),
-                    Cow::Owned(v) => axum::body::Body::from(v),
-                };
+                let body = axum::body::Body::from(bytes);
                 let mut response =
                     ([(header::CONTENT_TYPE, "application/json")], body).into_response();
                 insert(&mut response, header::ETAG, &etag);
@@ -373,7 +386,14 @@ mod tests {
                 immutable: true,
                 bytes,
                 ..
-            }) => assert_eq!(bytes.as_ref(), d.gzip),
+            }) => {
+                let mut json = Vec::new();
+                flate2::read::GzDecoder::new(bytes.as_slice())
+                    .read_to_end(&mut json)
+                    .unwrap();
+                assert_eq!(json, d.json().unwrap());
+                assert_eq!(json.len(), d.json_len);
+            }
             other => panic!("{other:?}"),
         }
         match serve("api/v1", None, None, Some("gzip;q=0")) {

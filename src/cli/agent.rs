@@ -59,6 +59,14 @@ pub struct AgentArgs {
     /// Seconds between image garbage collection checks.
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     pub image_gc_period: f64,
+    /// Registry mirrors, rewrites, TLS and credentials in k3s's registries.yaml shape; read at
+    /// start, a missing file means none.
+    #[arg(long, value_name = "FILE", default_value = crate::agent::image_pull::DEFAULT_PRIVATE_REGISTRY)]
+    pub private_registry: PathBuf,
+    /// Registry credentials every pod of this node may use, in Docker's config.json shape
+    /// (`{"auths": {...}}`); a missing file means none.
+    #[arg(long, value_name = "FILE", default_value = crate::agent::image_pull::DEFAULT_IMAGE_CREDENTIALS)]
+    pub image_credentials: PathBuf,
 }
 
 /// How a standalone agent joins a hub (not part of `edgepod up`, whose agent is in-process).
@@ -232,6 +240,8 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
             min_age: secs(args.minimum_image_ttl_duration),
         },
         image_gc_period: secs(args.image_gc_period),
+        private_registry: args.private_registry,
+        image_credentials: args.image_credentials,
     };
     cfg.image_gc.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)

@@ -1,4 +1,4 @@
-//! `edgepod image import|ls|rm|prune`: the local image store, no agent needed.
+//! `edgepod image import|ls|rm|prune|pull`: the local image store, no agent needed.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,8 @@ pub enum ImageCommand {
     Rm { references: Vec<String> },
     /// Remove every image no pod of this node uses (as `crictl rmi --prune`).
     Prune,
+    /// Pull images from their registries (or the mirrors registries.yaml names).
+    Pull(super::image_pull::PullArgs),
 }
 
 pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
@@ -28,6 +30,7 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
     let images = ImageStore::open(&root)
         .with_context(|| format!("opening the image store {}", root.display()))?;
     match cmd {
+        ImageCommand::Pull(args) => return super::image_pull::run(images, args),
         ImageCommand::Import { files } => {
             for f in files {
                 let records = images
@@ -94,7 +97,7 @@ fn split_reference(r: &str) -> (String, String) {
     }
 }
 
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -12,6 +12,7 @@ mod describe;
 mod get;
 mod hub_token;
 mod image;
+mod image_pull;
 mod internal;
 mod kubeconfig;
 mod logs;

@@ -85,12 +85,6 @@ pub(crate) fn default_reference(archive: &Path) -> Result<String, ImageError> {
 
 /// Refuses layers edgepod cannot unpack, before anything is stored.
 pub(crate) fn check_layer_type(layer: &Descriptor) -> Result<(), String> {
-    if layer.media_type.contains("zstd") {
-        return Err(format!(
-            "layer {} is zstd-compressed, which is not supported",
-            layer.digest
-        ));
-    }
     if layer.media_type.contains("encrypted") {
         return Err(format!(
             "layer {} is encrypted, which is not supported",

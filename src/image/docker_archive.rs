@@ -14,7 +14,7 @@ use super::error::ImageError;
 use super::reference::normalize_reference;
 use super::spec::{
     ConfigFile, Descriptor, DockerArchiveEntry, MEDIA_OCI_CONFIG, MEDIA_OCI_LAYER,
-    MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_MANIFEST, Manifest,
+    MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD, MEDIA_OCI_MANIFEST, Manifest,
 };
 use super::staging::{Staged, StagedFile};
 
@@ -55,9 +55,7 @@ fn candidate(staged: &Staged, entry: &DockerArchiveEntry) -> Result<Candidate, I
                 });
             }
             Compression::None => MEDIA_OCI_LAYER,
-            Compression::Zstd => {
-                return Err(staged.bad(member, "zstd-compressed layers are not supported"));
-            }
+            Compression::Zstd => MEDIA_OCI_LAYER_ZSTD,
         };
         layers.push(descriptor(media_type, file));
         blobs.push(pending(file));

@@ -48,6 +48,14 @@ pub enum ImageError {
         registry: String,
         reason: String,
     },
+    /// No endpoint of the image's registry could be reached at all (no answer: DNS, connect,
+    /// TLS handshake), as opposed to one that answered and refused.
+    #[error("pull {reference:?}: no registry reachable ({registry}): {reason}")]
+    Unreachable {
+        reference: String,
+        registry: String,
+        reason: String,
+    },
     /// The filesystem holding the store is full (ENOSPC); what was being written is removed.
     #[error("{}: the disk is full (no space left on device) with {needed} bytes still to write: {reason}", path.display())]
     NoSpace {

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::blobs::BlobStore;
-use super::compression::{self, Compression};
+use super::compression;
 use super::digest::HashingReader;
 use super::error::ImageError;
 use super::record::LayerRecord;
@@ -26,10 +26,7 @@ pub(crate) fn apply_blob(
         reason,
     };
     let path = blobs.path(&layer.digest);
-    let (compression, reader) = compression::decoder(blobs.open_blob(&layer.digest)?, &path)?;
-    if compression == Compression::Zstd {
-        return Err(bad("zstd-compressed layers are not supported".to_string()));
-    }
+    let (_, reader) = compression::decoder(blobs.open_blob(&layer.digest)?, &path)?;
     let mut hashing = HashingReader::new(reader);
     unpack::apply(&mut hashing, dest, mode, &layer.digest)?;
     let (diff_id, _) = hashing.finish().map_err(|e| bad(e.to_string()))?;

@@ -12,6 +12,7 @@ pub(crate) const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.
 pub(crate) const MEDIA_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const MEDIA_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub(crate) const MEDIA_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const MEDIA_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// The annotation `skopeo copy … oci-archive:FILE:NAME` sets to NAME.
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::compression::{self, Compression};
+use super::compression;
 use super::digest::{Digest, HashingWriter};
 use super::error::ImageError;
 use super::safepath::{member_path, resolve_in_archive};
@@ -37,16 +37,13 @@ pub(crate) struct Staged {
 impl Staged {
     pub(crate) fn read(archive: &Path, tmp_root: &Path) -> Result<Staged, ImageError> {
         let file = File::open(archive).map_err(ImageError::io(archive))?;
-        let (compression, reader) = compression::decoder(file, archive)?;
+        let (_, reader) = compression::decoder(file, archive)?;
         let mut staged = Staged {
             archive: archive.to_path_buf(),
             dir: ScratchDir::new(tmp_root, "import")?,
             files: HashMap::new(),
             links: HashMap::new(),
         };
-        if compression == Compression::Zstd {
-            return Err(staged.bad("", "zstd-compressed archives are not supported"));
-        }
         let mut tar = tar::Archive::new(reader);
         let entries = tar.entries().map_err(|e| staged.bad("", &e.to_string()))?;
         for entry in entries {
