@@ -563,15 +563,10 @@ async fn bearer_challenge_gets_a_token_with_the_pull_secret() {
         )
     );
 
+    // The token got with that secret does not serve a pull without it.
     let wrong = keyring(&f.server.host(), "u", "wrong");
-    let other = Puller::new(
-        f.store.clone(),
-        PullConfig {
-            registries: f.server.registries(),
-            ..PullConfig::default()
-        },
-    );
-    let err = other
+    let err = f
+        .puller
         .pull(&reference, &wrong, &())
         .await
         .unwrap_err()
