@@ -486,7 +486,7 @@ impl Registry {
                 )));
             }
             out.write_all(&chunk)
-                .map_err(|e| Failure::local(path, desc.size - out.written(), e))?;
+                .map_err(|e| Failure::local(path, desc.size.saturating_sub(out.written()), e))?;
             *received += chunk.len() as u64;
             if last.elapsed() >= PROGRESS_EVERY {
                 last = Instant::now();

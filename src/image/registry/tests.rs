@@ -58,6 +58,8 @@ struct State {
     cut: Mutex<HashSet<String>>,
     /// Cut answers stall (the connection stays open, silent) rather than close.
     stall: Mutex<bool>,
+    /// Blob answers being made now, and the most at once.
+    active: Mutex<(usize, usize)>,
     /// Range requests are answered with the whole blob (200), as some servers do.
     no_range: Mutex<bool>,
     /// Blobs served with one byte changed.
@@ -384,7 +386,13 @@ async fn route(
 
 async fn blob_answer(digest: &str, headers: &HashMap<String, String>, state: &State) -> Answer {
     let delay = *state.delay.lock().unwrap();
+    {
+        let mut active = state.active.lock().unwrap();
+        active.0 += 1;
+        active.1 = active.1.max(active.0);
+    }
     tokio::time::sleep(delay).await;
+    state.active.lock().unwrap().0 -= 1;
     let Some(mut bytes) = state.blobs.lock().unwrap().get(digest).cloned() else {
         return error_answer(
             "404 Not Found",
@@ -957,4 +965,25 @@ async fn a_server_ignoring_range_makes_the_download_start_over() {
         .unwrap();
     assert_eq!(pulled.downloaded, 150_000);
     assert_eq!(std::fs::read(f.store.blobs().path(&digest)).unwrap(), big);
+}
+
+#[tokio::test]
+async fn parallel_downloads_are_bounded() {
+    for limit in [1, 3] {
+        let f = fixture(|c| c.max_parallel_downloads = limit).await;
+        let layers: Vec<Vec<u8>> = (0..4).map(|i| layer(10_000, 20 + i)).collect();
+        let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+        let manifest = f.server.put_image("linux/amd64", &refs);
+        f.server
+            .put_manifest("test/app", "1", OCI_MANIFEST, &manifest);
+        *f.server.state.delay.lock().unwrap() = Duration::from_millis(200);
+        let reference = format!("{}/test/app:1", f.server.host());
+        f.puller
+            .pull(&reference, &Keyring::default(), &())
+            .await
+            .unwrap();
+        // The config comes alone first; the four layers then as the limit lets them.
+        let peak = f.server.state.active.lock().unwrap().1;
+        assert_eq!(peak, limit);
+    }
 }
