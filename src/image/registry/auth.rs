@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::super::credentials::Credential;
 use super::client::{Failure, refusal};
-use super::http::{Transport, read_all};
+use super::http::Transport;
 
 /// Token answers are small JSON documents.
 const TOKEN_MAX: u64 = 1 << 20;
@@ -142,7 +142,8 @@ pub(crate) async fn bearer(
         .await
         .map_err(|e| Failure::Transient(format!("token service {realm}: {e}")))?;
     let status = response.status();
-    let body = read_all(response.into_body(), TOKEN_MAX)
+    let body = transport
+        .read_all(response.into_body(), TOKEN_MAX)
         .await
         .map_err(|e| Failure::Transient(format!("token service {realm}: {e}")))?;
     if !status.is_success() {

@@ -24,7 +24,7 @@ use super::super::error::ImageError;
 use super::super::registries::{Endpoint, Scheme};
 use super::super::spec::{Descriptor, JSON_MAX};
 use super::auth::{self, Challenge};
-use super::http::{Transport, next_chunk, read_all};
+use super::http::Transport;
 
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -37,8 +37,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// Of an error answer, only this much is read for its reason.
 const ERROR_BODY_MAX: u64 = 64 << 10;
 
-/// `Authorization` values that worked, per (endpoint host, repository), until refused.
-pub(crate) type Tokens = Arc<Mutex<HashMap<(String, String), HeaderValue>>>;
+/// `Authorization` values that worked, per (endpoint host, repository, credentials), until
+/// refused. The credentials are part of the key so that a token one pod's pull secret got
+/// never serves a pod without that secret.
+pub(crate) type Tokens = Arc<Mutex<HashMap<TokenKey, HeaderValue>>>;
+type TokenKey = (String, String, Digest);
 
 /// Why a request or download failed, before it is told as an [`ImageError`] naming the
 /// reference and the registry. Clone: a shared download's failure is every waiter's.
@@ -216,7 +219,16 @@ impl Registry {
         uri: Uri,
         mut headers: HeaderMap,
     ) -> Result<Response<Incoming>, Failure> {
-        let key = (self.endpoint.host.clone(), self.endpoint.repository.clone());
+        let mut secrets = String::new();
+        for c in &self.credentials {
+            let token = c.identity_token.as_deref().unwrap_or_default();
+            secrets.push_str(&format!("{}\0{}\0{token}\0", c.username, c.password));
+        }
+        let key = (
+            self.endpoint.host.clone(),
+            self.endpoint.repository.clone(),
+            Digest::of_bytes(secrets.as_bytes()),
+        );
         let cached = self.tokens_lock().get(&key).cloned();
         if let Some(value) = cached {
             headers.insert(header::AUTHORIZATION, value);
@@ -273,7 +285,7 @@ impl Registry {
         last
     }
 
-    fn tokens_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), HeaderValue>> {
+    fn tokens_lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, HeaderValue>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -291,7 +303,9 @@ impl Registry {
         if status.is_success() {
             return Ok(response);
         }
-        let body = read_all(response.into_body(), ERROR_BODY_MAX)
+        let body = self
+            .transport
+            .read_all(response.into_body(), ERROR_BODY_MAX)
             .await
             .unwrap_or_default();
         let context = if status == StatusCode::NOT_FOUND {
@@ -313,7 +327,8 @@ impl Registry {
         let response = self
             .checked(Method::GET, "manifests", name, Registry::accept())
             .await?;
-        read_all(response.into_body(), JSON_MAX)
+        self.transport
+            .read_all(response.into_body(), JSON_MAX)
             .await
             .map_err(Failure::Transient)
     }
@@ -346,7 +361,9 @@ impl Registry {
         let response = self
             .checked(Method::GET, "blobs", desc.digest.as_str(), HeaderMap::new())
             .await?;
-        let bytes = read_all(response.into_body(), desc.size)
+        let bytes = self
+            .transport
+            .read_all(response.into_body(), desc.size)
             .await
             .map_err(Failure::Transient)?;
         let actual = Digest::of_bytes(&bytes);
@@ -455,7 +472,12 @@ impl Registry {
         }
         let mut body = response.into_body();
         let mut last = Instant::now();
-        while let Some(chunk) = next_chunk(&mut body).await.map_err(Failure::Transient)? {
+        while let Some(chunk) = self
+            .transport
+            .next_chunk(&mut body)
+            .await
+            .map_err(Failure::Transient)?
+        {
             let total = out.written() + chunk.len() as u64;
             if total > desc.size {
                 return Err(Failure::Refused(format!(
@@ -464,7 +486,7 @@ impl Registry {
                 )));
             }
             out.write_all(&chunk)
-                .map_err(|e| Failure::local(path, desc.size - out.written(), e))?;
+                .map_err(|e| Failure::local(path, desc.size.saturating_sub(out.written()), e))?;
             *received += chunk.len() as u64;
             if last.elapsed() >= PROGRESS_EVERY {
                 last = Instant::now();

@@ -31,7 +31,7 @@ use super::super::registries::Tls;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The longest wait for a response head or for the next piece of a body: a stalled link
 /// fails (and a blob download resumes) rather than hanging the pull.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const REDIRECTS_MAX: usize = 5;
 /// Debian's (and Alpine's) bundle of the system's trusted CAs; `SSL_CERT_FILE` overrides it.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -41,9 +41,19 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Builds a TLS client configuration per registry host once (files are read then).
-#[derive(Default)]
 pub(crate) struct Transport {
     tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
+    /// [`IDLE_TIMEOUT`]; tests shorten it.
+    pub(crate) idle: Duration,
+}
+
+impl Default for Transport {
+    fn default() -> Transport {
+        Transport {
+            tls: Mutex::default(),
+            idle: IDLE_TIMEOUT,
+        }
+    }
 }
 
 impl Transport {
@@ -142,9 +152,9 @@ impl Transport {
             request_headers.insert(header::HOST, value);
         }
         request_headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        timeout(IDLE_TIMEOUT, sender.send_request(request))
+        timeout(self.idle, sender.send_request(request))
             .await
-            .map_err(|_| format!("{method} {uri}: no answer in {IDLE_TIMEOUT:?}"))?
+            .map_err(|_| format!("{method} {uri}: no answer in {:?}", self.idle))?
             .map_err(|e| format!("{method} {uri}: {}", why(&e)))
     }
 
@@ -227,33 +237,35 @@ fn join(base: &Uri, location: &str) -> Result<Uri, String> {
     Uri::try_from(full.as_str()).map_err(|e| format!("redirect to {location:?}: {e}"))
 }
 
-/// The next piece of a body, `None` at its end; waiting longer than [`IDLE_TIMEOUT`] for it
-/// is an error.
-pub(crate) async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
-    loop {
-        match timeout(IDLE_TIMEOUT, body.frame()).await {
-            Err(_) => return Err(format!("no data for {IDLE_TIMEOUT:?}")),
-            Ok(None) => return Ok(None),
-            Ok(Some(Err(e))) => return Err(why(&e)),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    return Ok(Some(data));
+impl Transport {
+    /// The next piece of a body, `None` at its end; waiting longer than the idle timeout for
+    /// it is an error.
+    pub(crate) async fn next_chunk(&self, body: &mut Incoming) -> Result<Option<Bytes>, String> {
+        loop {
+            match timeout(self.idle, body.frame()).await {
+                Err(_) => return Err(format!("no data for {:?}", self.idle)),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(why(&e)),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
                 }
             }
         }
     }
-}
 
-/// A whole (small) body; more than `max` bytes is an error.
-pub(crate) async fn read_all(mut body: Incoming, max: u64) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    while let Some(chunk) = next_chunk(&mut body).await? {
-        if (out.len() + chunk.len()) as u64 > max {
-            return Err(format!("answer larger than {max} bytes"));
+    /// A whole (small) body; more than `max` bytes is an error.
+    pub(crate) async fn read_all(&self, mut body: Incoming, max: u64) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk(&mut body).await? {
+            if (out.len() + chunk.len()) as u64 > max {
+                return Err(format!("answer larger than {max} bytes"));
+            }
+            out.extend_from_slice(&chunk);
         }
-        out.extend_from_slice(&chunk);
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// An error with its causes: hyper's own message alone ("error reading a body from

@@ -122,6 +122,14 @@ pub struct Puller {
     inner: Arc<Inner>,
 }
 
+/// A puller whose links count as stalled after `idle` (tests).
+#[cfg(test)]
+pub(super) fn with_idle_timeout(store: Arc<ImageStore>, cfg: PullConfig, idle: Duration) -> Puller {
+    let mut transport = Transport::default();
+    transport.idle = idle;
+    Puller::with_transport(store, cfg, transport)
+}
+
 struct Inner {
     store: Arc<ImageStore>,
     cfg: PullConfig,
@@ -143,12 +151,16 @@ static PARTIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Puller {
     pub fn new(store: Arc<ImageStore>, cfg: PullConfig) -> Puller {
+        Puller::with_transport(store, cfg, Transport::default())
+    }
+
+    fn with_transport(store: Arc<ImageStore>, cfg: PullConfig, transport: Transport) -> Puller {
         let downloads = Arc::new(Semaphore::new(cfg.max_parallel_downloads.max(1)));
         Puller {
             inner: Arc::new(Inner {
                 store,
                 cfg,
-                transport: Arc::default(),
+                transport: Arc::new(transport),
                 tokens: Tokens::default(),
                 downloads,
                 in_flight: InFlight::default(),
@@ -552,7 +564,14 @@ impl Puller {
                 .remove(&layer.digest);
             result
         };
-        (work.boxed().shared(), watcher)
+        // Spawned: it runs to its end (and removes its partial file if it fails) even when
+        // every pull waiting for it is cancelled.
+        let task = tokio::spawn(work);
+        let joined = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Failure::Transient(format!("download: {e}"))))
+        };
+        (joined.boxed().shared(), watcher)
     }
 }
 
