@@ -47,8 +47,11 @@ type TokenKey = (String, String, Digest);
 /// reference and the registry. Clone: a shared download's failure is every waiter's.
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
-    /// No usable answer (connection, TLS, timeout, 5xx, 429): asking again may work.
+    /// No usable answer (a cut, timeout, 5xx, 429): asking again may work.
     Transient(String),
+    /// No answer at all: DNS, connect, TLS handshake. Asking again may work too; if every
+    /// endpoint fails so, the image is [`ImageError::Unreachable`].
+    Unreachable(String),
     /// The registry's answer, which asking again will not change.
     Refused(String),
     NoSpace {
@@ -70,6 +73,11 @@ pub(crate) enum Failure {
 impl Failure {
     pub(crate) fn into_error(self, reference: &str, registry: &str) -> ImageError {
         match self {
+            Failure::Unreachable(reason) => ImageError::Unreachable {
+                reference: reference.to_string(),
+                registry: registry.to_string(),
+                reason,
+            },
             Failure::Transient(reason) | Failure::Refused(reason) => ImageError::Pull {
                 reference: reference.to_string(),
                 registry: registry.to_string(),
@@ -207,7 +215,7 @@ impl Registry {
                 tls,
             )
             .await
-            .map_err(Failure::Transient)
+            .map_err(Failure::Unreachable)
     }
 
     /// Sends a request, answering a 401 with each credential in turn (or anonymously when
@@ -415,7 +423,9 @@ impl Registry {
                 .await
             {
                 Ok(()) => break,
-                Err(Failure::Transient(reason)) if attempt < retries => {
+                Err(Failure::Transient(reason) | Failure::Unreachable(reason))
+                    if attempt < retries =>
+                {
                     attempt += 1;
                     let delay = BACKOFF_FIRST
                         .saturating_mul(1 << (attempt - 1).min(16))

@@ -606,7 +606,7 @@ fn keep_worst(
     name: &str,
     registry: &Registry,
 ) {
-    let answered = !matches!(failure, Failure::Transient(_));
+    let answered = !matches!(failure, Failure::Transient(_) | Failure::Unreachable(_));
     let url = registry.endpoint.url();
     tracing::debug!(reference = name, registry = %url, ?failure, "endpoint failed");
     if kept
