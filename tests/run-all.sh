@@ -13,9 +13,12 @@ fi
 
 say "prerequisites"
 need_apt=()
+# docker-registry (distribution 2.x) and htpasswd: tests/registry.rs and `edgepod bench pull`
+# start their own registries on loopback ports, some behind basic auth.
 for pair in busybox:busybox-static skopeo:skopeo umoci:umoci crun:crun runc:runc curl:curl \
             qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static file:file \
-            mosquitto:mosquitto mosquitto_sub:mosquitto-clients; do
+            mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
+            docker-registry:docker-registry htpasswd:apache2-utils; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -3,6 +3,7 @@
 //! - `pod-start`: manifest written → first container process running (through a real agent),
 //!   and create → start → exit → cleanup of a `true` container through the runtime, next to
 //!   `runc run` and `crun run` of the same rootfs bundle.
+//! - `pull`: a cold registry pull next to `skopeo copy` (see `bench_pull`).
 //! - `memory`: RSS and PSS of an idle agent with N running pods, shims included.
 
 use std::fs;
@@ -76,6 +77,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
     },
+    /// A cold pull of a ~50 MB image from a local docker-registry over loopback, next to
+    /// `skopeo copy` of the same image: median times, their ratio, the puller's peak RSS.
+    Pull {
+        /// Image size in MB (10^6 bytes) of random data.
+        #[arg(long, default_value_t = 50)]
+        size_mb: usize,
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// What pulls for edgepod: `cli` (`edgepod image pull`, what a user runs) or `library`
+        /// (the Puller alone in a child process, as the agent runs it).
+        #[arg(long, default_value = "cli", value_parser = ["cli", "library"])]
+        via: String,
+    },
+    /// One pull through the Puller, no output: the child `bench pull --via library` measures.
+    #[command(hide = true)]
+    PullChild {
+        reference: String,
+        /// The image store's root directory.
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        registries: PathBuf,
+    },
     /// Agent memory with N idle pods.
     Memory {
         #[arg(long)]
@@ -94,6 +120,17 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             idle_seconds,
         } => super::bench_fleet::run(nodes, idle_seconds),
         BenchCommand::Broker { clients, messages } => super::bench_broker::run(clients, messages),
+        BenchCommand::Pull {
+            size_mb,
+            layers,
+            runs,
+            via,
+        } => super::bench_pull::run(size_mb, layers, runs, via == "library"),
+        BenchCommand::PullChild {
+            reference,
+            store,
+            registries,
+        } => super::bench_pull::child(&reference, &store, &registries),
         BenchCommand::PodStart { archive, runs } => pod_start(&archive, runs),
         BenchCommand::Memory { archive, pods } => memory(&archive, pods),
         BenchCommand::Probes {

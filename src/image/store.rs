@@ -107,6 +107,7 @@ impl ImageStore {
         self.store_blobs(&candidate, scratch.path())?;
         let records = candidate.records();
         self.save_records(&records)?;
+        // One reference makes one record.
         records
             .into_iter()
             .next()

@@ -15,6 +15,8 @@ pub fn bin() -> &'static str {
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub agent: Option<Child>,
+    /// More `edgepod agent` flags, kept across agent restarts.
+    pub agent_args: Vec<String>,
 }
 
 impl Node {
@@ -25,7 +27,11 @@ impl Node {
             .tempdir_in("/var/tmp")
             .unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
-        let node = Node { dir, agent: None };
+        let node = Node {
+            dir,
+            agent: None,
+            agent_args: Vec::new(),
+        };
         let (oci, _) = super::fixtures::busybox_archives();
         let out = node.edgepod(&["image", "import", oci.to_str().unwrap()]);
         assert!(
@@ -34,6 +40,24 @@ impl Node {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut node = node;
+        node.start_agent();
+        node
+    }
+
+    /// An empty data dir (no image imported) and an agent on it; `prepare` gets the data dir
+    /// before the agent starts, may write files there, and returns more agent flags.
+    pub fn start_empty(prepare: impl FnOnce(&Path) -> Vec<String>) -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("edgepod-test")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        let agent_args = prepare(dir.path());
+        let mut node = Node {
+            dir,
+            agent: None,
+            agent_args,
+        };
         node.start_agent();
         node
     }
@@ -68,6 +92,7 @@ impl Node {
             .arg("0.2")
             .arg("--manifests")
             .arg(self.manifests())
+            .args(&self.agent_args)
             .env("EDGEPOD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -37,8 +37,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// Of an error answer, only this much is read for its reason.
 const ERROR_BODY_MAX: u64 = 64 << 10;
 
-/// `Authorization` values that worked, per (endpoint host, repository), until refused.
-pub(crate) type Tokens = Arc<Mutex<HashMap<(String, String), HeaderValue>>>;
+/// `Authorization` values that worked, per (endpoint host, repository, credentials), until
+/// refused. The credentials are part of the key so that a token one pod's pull secret got
+/// never serves a pod without that secret.
+pub(crate) type Tokens = Arc<Mutex<HashMap<TokenKey, HeaderValue>>>;
+type TokenKey = (String, String, Digest);
 
 /// Why a request or download failed, before it is told as an [`ImageError`] naming the
 /// reference and the registry. Clone: a shared download's failure is every waiter's.
@@ -224,7 +227,16 @@ impl Registry {
         uri: Uri,
         mut headers: HeaderMap,
     ) -> Result<Response<Incoming>, Failure> {
-        let key = (self.endpoint.host.clone(), self.endpoint.repository.clone());
+        let mut secrets = String::new();
+        for c in &self.credentials {
+            let token = c.identity_token.as_deref().unwrap_or_default();
+            secrets.push_str(&format!("{}\0{}\0{token}\0", c.username, c.password));
+        }
+        let key = (
+            self.endpoint.host.clone(),
+            self.endpoint.repository.clone(),
+            Digest::of_bytes(secrets.as_bytes()),
+        );
         let cached = self.tokens_lock().get(&key).cloned();
         if let Some(value) = cached {
             headers.insert(header::AUTHORIZATION, value);
@@ -281,7 +293,7 @@ impl Registry {
         last
     }
 
-    fn tokens_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), HeaderValue>> {
+    fn tokens_lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, HeaderValue>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -484,7 +496,7 @@ impl Registry {
                 )));
             }
             out.write_all(&chunk)
-                .map_err(|e| Failure::local(path, desc.size - out.written(), e))?;
+                .map_err(|e| Failure::local(path, desc.size.saturating_sub(out.written()), e))?;
             *received += chunk.len() as u64;
             if last.elapsed() >= PROGRESS_EVERY {
                 last = Instant::now();

@@ -2,9 +2,9 @@
 //! on the LAN) through the endpoints and credentials of the node's registries.yaml, its
 //! keyring and the pod's pull secrets.
 //!
-//! [`http`] is the transport (connections, TLS, redirects, timeouts), [`auth`] answers
-//! authentication challenges, [`client`] speaks the distribution API to one endpoint, and
-//! [`pull`] is the [`Puller`]: platform choice, downloads shared between pulls and bounded in
+//! `http` is the transport (connections, TLS, redirects, timeouts), `auth` answers
+//! authentication challenges, `client` speaks the distribution API to one endpoint, and
+//! `pull` is the [`Puller`]: platform choice, downloads shared between pulls and bounded in
 //! number, and storing the result through [`ImageStore`](super::ImageStore).
 //!
 //! Owns: talking to registries, and downloads in progress (partial files under the store's

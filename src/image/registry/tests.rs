@@ -58,6 +58,10 @@ struct State {
     cut: Mutex<HashSet<String>>,
     /// Cut answers stall (the connection stays open, silent) rather than close.
     stall: Mutex<bool>,
+    /// Blob answers being made now, and the most at once.
+    active: Mutex<(usize, usize)>,
+    /// Range requests are answered with the whole blob (200), as some servers do.
+    no_range: Mutex<bool>,
     /// Blobs served with one byte changed.
     corrupt: Mutex<HashSet<String>>,
     /// Blob answers wait this long first (for overlapping pulls).
@@ -211,7 +215,7 @@ async fn serve(mut socket: TcpStream, addr: SocketAddr, state: &State) -> std::i
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     socket.read_exact(&mut body).await?;
-    let answer = route(&method, &path, &headers, addr, state).await;
+    let answer = route(&method, &path, &headers, &body, addr, state).await;
     let (status, extra, content, cut) = answer;
     let sent = if cut {
         content.len() / 2
@@ -265,16 +269,36 @@ fn basic_of(user: &str, password: &str) -> String {
 }
 
 const TOKEN: &str = "good-token";
+const REFRESH: &str = "refresh-me";
 
 async fn route(
     method: &str,
     path: &str,
     headers: &HashMap<String, String>,
+    body: &[u8],
     addr: SocketAddr,
     state: &State,
 ) -> Answer {
     let auth = state.auth.lock().unwrap().clone();
     let given = headers.get("authorization").cloned().unwrap_or_default();
+    // The OAuth2 form: an identity token (refresh token) instead of a password.
+    if path == "/token" && method == "POST" {
+        let form = String::from_utf8_lossy(body);
+        if form.contains("grant_type=refresh_token")
+            && form.contains(&format!("refresh_token={REFRESH}"))
+            && form.contains("scope=repository%3Atest%2Fapp%3Apull")
+        {
+            let body = json!({"access_token": TOKEN}).to_string();
+            return ("200 OK", vec![], body.into_bytes(), false);
+        }
+        let body = json!({"errors": [{"code": "DENIED", "message": "bad refresh token"}]});
+        return (
+            "401 Unauthorized",
+            vec![],
+            body.to_string().into_bytes(),
+            false,
+        );
+    }
     if let Some(query) = path.strip_prefix("/token?") {
         let AuthMode::Bearer { user, password } = auth else {
             return error_answer(
@@ -284,7 +308,9 @@ async fn route(
                 String::new(),
             );
         };
-        if given != basic_of(&user, &password)
+        // An empty user stands for a registry that gives anonymous tokens (Docker Hub).
+        let anonymous_ok = user.is_empty() && given.is_empty();
+        if (!anonymous_ok && given != basic_of(&user, &password))
             || !query.contains("scope=repository%3Atest%2Fapp%3Apull")
         {
             let body = json!({"details": "incorrect username or password"}).to_string();
@@ -360,7 +386,13 @@ async fn route(
 
 async fn blob_answer(digest: &str, headers: &HashMap<String, String>, state: &State) -> Answer {
     let delay = *state.delay.lock().unwrap();
+    {
+        let mut active = state.active.lock().unwrap();
+        active.0 += 1;
+        active.1 = active.1.max(active.0);
+    }
     tokio::time::sleep(delay).await;
+    state.active.lock().unwrap().0 -= 1;
     let Some(mut bytes) = state.blobs.lock().unwrap().get(digest).cloned() else {
         return error_answer(
             "404 Not Found",
@@ -373,8 +405,10 @@ async fn blob_answer(digest: &str, headers: &HashMap<String, String>, state: &St
         bytes[0] ^= 1;
     }
     let cut = state.cut.lock().unwrap().remove(digest);
+    let honour = !*state.no_range.lock().unwrap();
     let from: Option<usize> = headers
         .get("range")
+        .filter(|_| honour)
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|n| n.parse().ok());
@@ -563,15 +597,10 @@ async fn bearer_challenge_gets_a_token_with_the_pull_secret() {
         )
     );
 
+    // The token got with that secret does not serve a pull without it.
     let wrong = keyring(&f.server.host(), "u", "wrong");
-    let other = Puller::new(
-        f.store.clone(),
-        PullConfig {
-            registries: f.server.registries(),
-            ..PullConfig::default()
-        },
-    );
-    let err = other
+    let err = f
+        .puller
         .pull(&reference, &wrong, &())
         .await
         .unwrap_err()
@@ -877,4 +906,84 @@ async fn a_full_disk_fails_the_pull_saying_so_and_leaves_nothing_behind() {
     assert!(store.get(&reference).unwrap().is_none());
     let usage = crate::image::space::FsUsage::of(dir.path()).unwrap();
     assert!(usage.available > 400 << 10, "{usage:?}");
+}
+
+#[tokio::test]
+async fn anonymous_tokens_and_identity_tokens() {
+    let f = fixture(|_| {}).await;
+    let manifest = f.server.put_image("linux/amd64", &[&layer(1000, 13)]);
+    f.server
+        .put_manifest("test/app", "1", OCI_MANIFEST, &manifest);
+    let reference = format!("{}/test/app:1", f.server.host());
+    *f.server.state.auth.lock().unwrap() = AuthMode::Bearer {
+        user: String::new(),
+        password: String::new(),
+    };
+    f.puller
+        .pull(&reference, &Keyring::default(), &())
+        .await
+        .unwrap();
+    *f.server.state.auth.lock().unwrap() = AuthMode::Bearer {
+        user: "u".to_string(),
+        password: "p".to_string(),
+    };
+    let mut secrets = Keyring::default();
+    let doc = json!({"auths": {f.server.host(): {"identitytoken": REFRESH}}});
+    secrets
+        .add(doc.to_string().as_bytes(), false, "secret default/oauth")
+        .unwrap();
+    f.puller.pull(&reference, &secrets, &()).await.unwrap();
+    let posts: Vec<_> = f
+        .server
+        .requests("/token")
+        .into_iter()
+        .filter(|l| l.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_server_ignoring_range_makes_the_download_start_over() {
+    let f = fixture(|_| {}).await;
+    let big = layer(100_000, 14);
+    let manifest = f.server.put_image("linux/amd64", &[&big]);
+    f.server
+        .put_manifest("test/app", "1", OCI_MANIFEST, &manifest);
+    let digest = Digest::of_bytes(&big);
+    f.server
+        .state
+        .cut
+        .lock()
+        .unwrap()
+        .insert(digest.to_string());
+    *f.server.state.no_range.lock().unwrap() = true;
+    let reference = format!("{}/test/app:1", f.server.host());
+    let pulled = f
+        .puller
+        .pull(&reference, &Keyring::default(), &())
+        .await
+        .unwrap();
+    assert_eq!(pulled.downloaded, 150_000);
+    assert_eq!(std::fs::read(f.store.blobs().path(&digest)).unwrap(), big);
+}
+
+#[tokio::test]
+async fn parallel_downloads_are_bounded() {
+    for limit in [1, 3] {
+        let f = fixture(|c| c.max_parallel_downloads = limit).await;
+        let layers: Vec<Vec<u8>> = (0..4).map(|i| layer(10_000, 20 + i)).collect();
+        let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+        let manifest = f.server.put_image("linux/amd64", &refs);
+        f.server
+            .put_manifest("test/app", "1", OCI_MANIFEST, &manifest);
+        *f.server.state.delay.lock().unwrap() = Duration::from_millis(200);
+        let reference = format!("{}/test/app:1", f.server.host());
+        f.puller
+            .pull(&reference, &Keyring::default(), &())
+            .await
+            .unwrap();
+        // The config comes alone first; the four layers then as the limit lets them.
+        let peak = f.server.state.active.lock().unwrap().1;
+        assert_eq!(peak, limit);
+    }
 }
