@@ -480,54 +480,39 @@ impl Puller {
     }
 
     /// One layer, downloaded by this pull or by another that needs it too, with progress told
-    /// to `progress` as it comes.
+    /// to `progress` as it comes. When another pull's download fails (its registry or its
+    /// credentials may be worse than ours), this pull tries once with its own.
     async fn fetch(
         &self,
         registry: &Registry,
         layer: &Descriptor,
         progress: &dyn PullProgress,
     ) -> Result<Arc<Fetched>, Failure> {
-        let (mut download, mut status) = {
-            let mut map = self
-                .inner
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            map.entry(layer.digest.clone())
-                .or_insert_with(|| self.start(registry.clone(), layer.clone()))
-                .clone()
-        };
-        let (digest, total) = (layer.digest.clone(), layer.size);
-        let mut attempt = 0;
-        let result = loop {
-            tokio::select! {
-                result = &mut download => break result,
-                changed = status.changed() => {
-                    if changed.is_err() {
-                        break download.await;
-                    }
-                    let now = status.borrow_and_update().clone();
-                    if now.attempt != attempt {
-                        attempt = now.attempt;
-                        progress.event(ProgressEvent::Retry {
-                            digest: digest.clone(),
-                            attempt,
-                            reason: now.reason.clone(),
-                        });
-                    }
-                    progress.event(ProgressEvent::Layer { digest: digest.clone(), done: now.done, total });
+        let mut own_tried = false;
+        loop {
+            let mut joined = true;
+            let (download, status) = {
+                let mut map = self
+                    .inner
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                map.entry(layer.digest.clone())
+                    .or_insert_with(|| {
+                        joined = false;
+                        self.start(registry.clone(), layer.clone())
+                    })
+                    .clone()
+            };
+            own_tried |= !joined;
+            let result = follow(download, status, layer, progress).await;
+            match result {
+                Err(Failure::Transient(_) | Failure::Refused(_)) if !own_tried => {
+                    tracing::debug!(blob = %layer.digest, "a shared download failed; trying ours");
                 }
+                result => return result,
             }
-        };
-        if result.is_ok() {
-            progress.event(ProgressEvent::Layer {
-                digest: digest.clone(),
-                done: total,
-                total,
-            });
-            progress.event(ProgressEvent::LayerDone { digest });
         }
-        result
     }
 
     fn start(&self, registry: Registry, layer: Descriptor) -> (Download, watch::Receiver<Status>) {
@@ -573,6 +558,46 @@ impl Puller {
         };
         (joined.boxed().shared(), watcher)
     }
+}
+
+/// Waits for a download, telling its progress.
+async fn follow(
+    mut download: Download,
+    mut status: watch::Receiver<Status>,
+    layer: &Descriptor,
+    progress: &dyn PullProgress,
+) -> Result<Arc<Fetched>, Failure> {
+    let (digest, total) = (layer.digest.clone(), layer.size);
+    let mut attempt = 0;
+    let result = loop {
+        tokio::select! {
+            result = &mut download => break result,
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break download.await;
+                }
+                let now = status.borrow_and_update().clone();
+                if now.attempt != attempt {
+                    attempt = now.attempt;
+                    progress.event(ProgressEvent::Retry {
+                        digest: digest.clone(),
+                        attempt,
+                        reason: now.reason.clone(),
+                    });
+                }
+                progress.event(ProgressEvent::Layer { digest: digest.clone(), done: now.done, total });
+            }
+        }
+    };
+    if result.is_ok() {
+        progress.event(ProgressEvent::Layer {
+            digest: digest.clone(),
+            done: total,
+            total,
+        });
+        progress.event(ProgressEvent::LayerDone { digest });
+    }
+    result
 }
 
 /// registries.yaml's `configs.HOST.auth` as a credential.

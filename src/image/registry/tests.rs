@@ -62,6 +62,8 @@ struct State {
     active: Mutex<(usize, usize)>,
     /// Range requests are answered with the whole blob (200), as some servers do.
     no_range: Mutex<bool>,
+    /// Blobs answered 500.
+    broken: Mutex<HashSet<String>>,
     /// Blobs served with one byte changed.
     corrupt: Mutex<HashSet<String>>,
     /// Blob answers wait this long first (for overlapping pulls).
@@ -393,6 +395,14 @@ async fn blob_answer(digest: &str, headers: &HashMap<String, String>, state: &St
     }
     tokio::time::sleep(delay).await;
     state.active.lock().unwrap().0 -= 1;
+    if state.broken.lock().unwrap().contains(digest) {
+        return error_answer(
+            "500 Internal Server Error",
+            "UNKNOWN",
+            "disk on fire",
+            String::new(),
+        );
+    }
     let Some(mut bytes) = state.blobs.lock().unwrap().get(digest).cloned() else {
         return error_answer(
             "404 Not Found",
@@ -986,4 +996,61 @@ async fn parallel_downloads_are_bounded() {
         let peak = f.server.state.active.lock().unwrap().1;
         assert_eq!(peak, limit);
     }
+}
+
+/// The agent runs pulls on its multi-threaded runtime: the futures must be Send.
+#[test]
+fn pull_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>(_: &T) {}
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let puller = Puller::new(store, PullConfig::default());
+    let none = Keyring::default();
+    send(&puller.pull("busybox", &none, &()));
+    send(&puller.resolve("busybox", &none));
+    shared(&puller);
+}
+
+#[tokio::test]
+async fn a_pull_joining_a_download_that_fails_tries_its_own_registry() {
+    let (bad, good) = (Server::start().await, Server::start().await);
+    let shared = layer(50_000, 30);
+    for server in [&bad, &good] {
+        let manifest = server.put_image("linux/amd64", &[&shared]);
+        server.put_manifest("test/app", "1", OCI_MANIFEST, &manifest);
+    }
+    let digest = Digest::of_bytes(&shared);
+    bad.state.broken.lock().unwrap().insert(digest.to_string());
+    *bad.state.delay.lock().unwrap() = Duration::from_millis(400);
+    let yaml = format!(
+        "mirrors:\n  \"{0}\":\n    endpoint: [\"http://{0}\"]\n  \"{1}\":\n    endpoint: [\"http://{1}\"]\n",
+        bad.host(),
+        good.host()
+    );
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let cfg = PullConfig {
+        registries: Registries::parse(&yaml, Path::new("registries.yaml")).unwrap(),
+        retries: 0,
+        ..PullConfig::default()
+    };
+    let puller = Puller::new(store.clone(), cfg);
+    let none = Keyring::default();
+    let (from_bad, from_good) = (
+        format!("{}/test/app:1", bad.host()),
+        format!("{}/test/app:1", good.host()),
+    );
+    let later = async {
+        // The config comes after the bad server's 400 ms delay; the layer download then starts
+        // and is still waiting when this pull joins it.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        puller.pull(&from_good, &none, &()).await
+    };
+    let (a, b) = tokio::join!(puller.pull(&from_bad, &none, &()), later);
+    let err = a.unwrap_err().to_string();
+    assert!(err.contains("disk on fire"), "{err}");
+    assert!(b.is_ok(), "{b:?}");
+    assert_eq!(good.requests(digest.as_str()).len(), 1);
+    assert!(store.blobs().contains(&digest));
 }
