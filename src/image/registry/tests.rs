@@ -987,3 +987,17 @@ async fn parallel_downloads_are_bounded() {
         assert_eq!(peak, limit);
     }
 }
+
+/// The agent runs pulls on its multi-threaded runtime: the futures must be Send.
+#[test]
+fn pull_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>(_: &T) {}
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let puller = Puller::new(store, PullConfig::default());
+    let none = Keyring::default();
+    send(&puller.pull("busybox", &none, &()));
+    send(&puller.resolve("busybox", &none));
+    shared(&puller);
+}
