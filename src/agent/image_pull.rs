@@ -115,8 +115,13 @@ impl ImageManager {
     }
 
     /// Decides, for one container about to be created, from its pull policy and what the
-    /// store holds, and starts or collects a pull.
-    pub fn ensure(&mut self, pod: &Pod, c: &Container, secrets: &ConfigObjects) -> ImageState {
+    /// store holds, and starts or collects a pull. `secrets` is asked only when a pull starts.
+    pub fn ensure(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        secrets: impl FnOnce() -> ConfigObjects,
+    ) -> ImageState {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let key = (uid, c.name.clone());
         let reference = c.image.clone().unwrap_or_default();
@@ -166,7 +171,7 @@ impl ImageManager {
                 pulled: None,
             },
             _ => {
-                self.start(key, reference, pod_keyring(pod, secrets));
+                self.start(key, reference, pod_keyring(pod, &secrets()));
                 ImageState::Pulling { started: true }
             }
         }

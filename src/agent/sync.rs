@@ -639,8 +639,9 @@ impl Kubelet {
                 &format!("Back-off pulling image \"{image_ref}\""),
             ));
         }
-        let objects = ConfigObjects::load(&self.store, &ns);
-        let (record, present) = match self.pulls.ensure(pod, c, &objects) {
+        let store = Arc::clone(&self.store);
+        let objects = || ConfigObjects::load(&store, &ns);
+        let (record, present) = match self.pulls.ensure(pod, c, objects) {
             ImageState::Ready { record, pulled } => {
                 if let Some(p) = &pulled {
                     self.event_for(
