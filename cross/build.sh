@@ -144,12 +144,16 @@ build_one() {
         cp "$ROOT/Cargo.lock" "$lock"
         args+=(
             -Zbuild-std=std,panic_abort
+            # std's smaller algorithms (sorting, formatting) for the board with the least room.
+            -Zbuild-std-features=optimize_for_size
             -Zlockfile-path
             --config "resolver.lockfile-path=\"$lock\""
             --config "patch.crates-io.libcontainer.path=\"$LC_PATCHED\""
             # std is built here, so there are no Rust-shipped musl crt objects:
             # let zig supply crt1.o and libc.a.
-            --config "target.$triple.rustflags=[\"-C\", \"link-self-contained=no\"]"
+            # -Zlocation-detail=none: a panic message keeps its text but not its file and
+            # line (every panic site's path string and location record is gone).
+            --config "target.$triple.rustflags=[\"-C\", \"link-self-contained=no\", \"-Zlocation-detail=none\"]"
         )
         env+=(RUSTC_BOOTSTRAP=1)
     else
