@@ -13,6 +13,7 @@
 //! - [`roles`]: hub, agent and `up` assembled from the subsystems.
 //! - [`agent`]: the kubelet-like role: static pods, the pod reconciler, pod status.
 //! - [`cli`]: the `edgepod` command line, the only place `anyhow` is used.
+//! - [`tls`]: TLS pieces several subsystems share. Depends on nothing else in the crate.
 
 pub mod agent;
 pub mod api;
@@ -25,3 +26,4 @@ pub mod roles;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod tls;
