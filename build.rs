@@ -190,6 +190,7 @@ fn add_schema(generator: &mut SchemaGenerator, name: &str) -> Result<(), BoxErro
         core::ConfigMap,
         core::Secret,
         core::Service,
+        core::Endpoints,
         core::PersistentVolumeClaim,
         core::Binding,
         apps::ReplicaSet,

@@ -15,6 +15,16 @@ use serde_json::{Value, json};
 use crate::fleet::{DesiredState, PodRef};
 use crate::store::{Store, StoreError, Tx};
 
+/// Where the node keeps the hub's latest [`crate::network::NetworkMap`], so Services and DNS
+/// go on working across agent restarts while the hub is out of reach.
+pub const NETWORK_MAP_SETTING: &str = "network-map";
+
+/// The network map last received from the hub, if any.
+pub fn network_map(store: &Store) -> Option<crate::network::NetworkMap> {
+    let text = store.setting(NETWORK_MAP_SETTING).ok()??;
+    serde_json::from_str(&text).ok()
+}
+
 pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// The source value of pods that came from the hub, as the kubelet marks API pods.
 pub const SOURCE_API: &str = "api";
@@ -54,7 +64,14 @@ pub fn apply_in(tx: &Tx<'_>, desired: DesiredState) -> Result<Vec<PodRef>, Store
         config_maps,
         secrets,
         cron_jobs,
+        network,
     } = desired;
+    if let Some(map) = network {
+        let text = serde_json::to_string(&map)?;
+        if tx.setting(NETWORK_MAP_SETTING)?.as_deref() != Some(text.as_str()) {
+            tx.set_setting(NETWORK_MAP_SETTING, &text)?;
+        }
+    }
     let config_maps = config_maps
         .iter()
         .map(serde_json::to_value)
@@ -229,6 +246,7 @@ mod tests {
                 Vec::new()
             },
             cron_jobs: Vec::new(),
+            network: None,
         }
     }
 

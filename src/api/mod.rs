@@ -13,10 +13,12 @@ pub mod decode;
 pub mod defaults;
 pub mod errors;
 pub mod names;
+pub mod network;
 pub mod qos;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod service;
 pub mod time;
 pub mod validate;
 

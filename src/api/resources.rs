@@ -199,6 +199,18 @@ pub const RESOURCES: &[Resource] = &[
     resource!(
         "",
         "v1",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        &["ep"],
+        &[],
+        &[],
+        "io.k8s.api.core.v1.Endpoints"
+    ),
+    resource!(
+        "",
+        "v1",
         "PersistentVolumeClaim",
         "persistentvolumeclaims",
         "persistentvolumeclaim",

@@ -262,6 +262,7 @@ fn typed_defaults(
         "Node" => plain!(core::v1::Node),
         "Event" => plain!(core::v1::Event),
         "ConfigMap" => plain!(core::v1::ConfigMap),
+        "Endpoints" => plain!(core::v1::Endpoints),
         "Secret" => {
             let mut secret: core::v1::Secret = decode(resource, doc, validation, warnings)?;
             secret.type_.get_or_insert_with(|| "Opaque".to_string());
@@ -269,10 +270,10 @@ fn typed_defaults(
         }
         "Service" => {
             let mut svc: core::v1::Service = decode(resource, doc, validation, warnings)?;
-            let spec = svc.spec.get_or_insert_with(Default::default);
-            spec.type_.get_or_insert_with(|| "ClusterIP".to_string());
-            spec.session_affinity
-                .get_or_insert_with(|| "None".to_string());
+            crate::api::service::defaults(&mut svc);
+            if let Some(spec) = &svc.spec {
+                errs.extend(crate::api::service::validate(spec).0);
+            }
             to_value(&svc)
         }
         "PersistentVolumeClaim" => {

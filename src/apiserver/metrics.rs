@@ -282,6 +282,9 @@ mod tests {
                 store,
                 nodes,
                 metrics,
+                services: std::sync::Arc::new(
+                    crate::apiserver::service_ips::ServiceAddresses::new(Default::default()),
+                ),
             },
         )
     }

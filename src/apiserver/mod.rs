@@ -26,6 +26,7 @@ pub mod patch;
 pub mod proto;
 pub mod rest;
 pub mod server;
+pub mod service_ips;
 pub mod stream;
 pub mod table;
 pub mod tls;

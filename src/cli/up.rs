@@ -40,6 +40,67 @@ pub struct HubArgs {
     /// The fleet's name in MQTT topics (`edgepod/v1/NAME/…`), so fleets can share a broker.
     #[arg(long = "cluster-name", default_value = "default", value_name = "NAME")]
     pub cluster_name: String,
+    /// Pod addresses of the whole cluster; each node gets a slice (`--node-cidr-mask-size`).
+    #[arg(
+        long = "cluster-cidr",
+        default_value = "10.42.0.0/16",
+        value_name = "CIDR"
+    )]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(
+        long = "node-cidr-mask-size",
+        default_value_t = 24,
+        value_name = "BITS"
+    )]
+    pub node_cidr_mask_size: u8,
+    /// Service cluster IPs come from here.
+    #[arg(
+        long = "service-cidr",
+        default_value = "10.43.0.0/16",
+        value_name = "CIDR"
+    )]
+    pub service_cidr: String,
+    /// The cluster DNS address pods are given (inside `--service-cidr`); every node answers it.
+    #[arg(long = "cluster-dns", default_value = "10.43.0.10", value_name = "IP")]
+    pub cluster_dns: std::net::Ipv4Addr,
+    #[arg(
+        long = "cluster-domain",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    pub cluster_domain: String,
+    /// Ports NodePort Services are given.
+    #[arg(
+        long = "service-node-port-range",
+        default_value = "30000-32767",
+        value_name = "FIRST-LAST"
+    )]
+    pub service_node_port_range: String,
+}
+
+impl HubArgs {
+    /// The address plan these flags describe, checked.
+    pub fn network(&self) -> anyhow::Result<crate::api::network::ClusterNetwork> {
+        use crate::api::network::{ClusterNetwork, parse_port_range};
+        let net = ClusterNetwork {
+            cluster_cidr: self
+                .cluster_cidr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+            node_prefix: self.node_cidr_mask_size,
+            service_cidr: self
+                .service_cidr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?,
+            cluster_dns: self.cluster_dns,
+            cluster_domain: self.cluster_domain.trim_matches('.').to_string(),
+            node_ports: parse_port_range(&self.service_node_port_range)
+                .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
+        };
+        net.check().map_err(anyhow::Error::msg)?;
+        Ok(net)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -56,8 +117,9 @@ pub struct UpArgs {
     pub extra_node: Vec<String>,
 }
 
-fn hub_config(data_dir: &Path, args: HubArgs) -> HubConfig {
+fn hub_config(data_dir: &Path, args: HubArgs) -> anyhow::Result<HubConfig> {
     use crate::roles::hub::BrokerChoice;
+    let network = args.network()?;
     let fleet = Some(crate::roles::hub::FleetConfig {
         broker: match args.broker {
             Some(url) => BrokerChoice::External(url),
@@ -65,18 +127,19 @@ fn hub_config(data_dir: &Path, args: HubArgs) -> HubConfig {
         },
         cluster: args.cluster_name.clone(),
     });
-    HubConfig {
+    Ok(HubConfig {
         fleet,
         data_dir: data_dir.to_path_buf(),
         listen: args.listen,
         tls_sans: args.tls_san,
         node_grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
-    }
+        network,
+    })
 }
 
 pub fn run_hub(data_dir: &Path, args: HubArgs) -> anyhow::Result<()> {
     crate::agent::install_stop_signals()?;
-    let hub = Hub::open(hub_config(data_dir, args))?;
+    let hub = Hub::open(hub_config(data_dir, args)?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -118,6 +181,6 @@ pub fn run_up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         );
     }
     let agents = std::iter::once(own).chain(extra).collect();
-    crate::roles::up::run(hub_config(data_dir, args.hub), agents)?;
+    crate::roles::up::run(hub_config(data_dir, args.hub)?, agents)?;
     Ok(())
 }

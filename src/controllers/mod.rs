@@ -13,10 +13,12 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod garbage_collector;
 pub mod horizontal;
 pub mod job;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_control;
 pub mod pod_gc;
@@ -104,6 +106,8 @@ pub struct Context {
     pub node_grace: Duration,
     /// Pods' usage for the HorizontalPodAutoscaler; `None`: HPAs report no metrics.
     pub metrics: Option<Arc<dyn horizontal::MetricsSource>>,
+    /// The address plan nodes get their pod CIDRs from.
+    pub network: crate::api::network::ClusterNetwork,
 }
 
 impl Context {
@@ -113,6 +117,7 @@ impl Context {
             clock: Arc::new(SystemClock),
             node_grace: node_lifecycle::GRACE,
             metrics: None,
+            network: Default::default(),
         }
     }
 }
@@ -150,7 +155,8 @@ pub fn spawn_all(ctx: Context) {
     ));
     // The workload controllers: each one's period bounds how late a time-driven step (a
     // back-off, a deadline, a schedule, minReadySeconds) can be noticed.
-    let workloads: [(&'static str, Pass); 9] = [
+    let workloads: [(&'static str, Pass); 10] = [
+        ("endpoints", |s, _| endpoints::pass(s)),
         ("replicaset", replicaset::pass),
         ("deployment", deployment::pass),
         ("daemonset", daemonset::pass),
@@ -175,6 +181,13 @@ pub fn spawn_all(ctx: Context) {
         ctx.clone(),
         Duration::from_secs(1),
         move |s, now| autoscaler.pass(s, now),
+    ));
+    let network = ctx.network.clone();
+    tokio::spawn(run_loop(
+        "node ipam",
+        ctx.clone(),
+        Duration::from_secs(5),
+        move |s, _| node_ipam::pass(s, &network),
     ));
     let grace = ctx.node_grace;
     tokio::spawn(run_loop(

@@ -562,12 +562,20 @@ fn nodes_using(store: &Store, changed: &BTreeSet<ConfigRef>) -> Result<Vec<Strin
 /// change sends nothing: the carrier skips a state the node already holds), a node connects, or
 /// [`RESYNC_EVERY`] passes.
 /// Runs until the process ends.
-pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
+pub async fn dispatch(
+    store: Arc<Store>,
+    registry: Arc<NodeRegistry>,
+    network: crate::api::network::ClusterNetwork,
+) {
     let mut committed = store.subscribe();
     let mut connected = registry.subscribe();
     let start = store.current_resource_version().unwrap_or(0);
     // One cursor per kind: each kind's change log is read on its own.
     let mut last = [start; 4];
+    // The network map goes to every node; it is folded again when a Service, Endpoints or
+    // Node changed, and sent only when the result differs from what the nodes hold.
+    let mut net_last = [start; 3];
+    let mut map: Option<crate::network::NetworkMap> = None;
     // The node each CronJob was last seen bound to: a rebound one leaves its old node too.
     let mut cron_nodes: BTreeMap<String, String> = BTreeMap::new();
     let mut dirty: BTreeSet<String> = registry.nodes().into_iter().collect();
@@ -621,6 +629,32 @@ pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
                 Err(e) => tracing::warn!("dispatcher: reading {kind} changes: {e}"),
             }
         }
+        let mut net_changed = map.is_none();
+        for (i, kind) in ["Service", "Endpoints", "Node"].into_iter().enumerate() {
+            match store.changes_since(kind, None, net_last[i], 10_000) {
+                Ok(changes) => {
+                    if let Some(c) = changes.last() {
+                        net_last[i] = c.resource_version;
+                        net_changed = true;
+                    }
+                }
+                Err(StoreError::Expired { .. }) => {
+                    net_last[i] = store.current_resource_version().unwrap_or(net_last[i]);
+                    net_changed = true;
+                }
+                Err(e) => tracing::warn!("dispatcher: reading {kind} changes: {e}"),
+            }
+        }
+        if net_changed {
+            match super::network_map::network_map(&store, &network) {
+                Ok(m) if map.as_ref() != Some(&m) => {
+                    map = Some(m);
+                    dirty.extend(registry.nodes());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("dispatcher: folding the network map: {e}"),
+            }
+        }
         if !changed_config.is_empty() {
             match nodes_using(&store, &changed_config) {
                 Ok(nodes) => dirty.extend(nodes),
@@ -637,7 +671,8 @@ pub async fn dispatch(store: Arc<Store>, registry: Arc<NodeRegistry>) {
         if !connected_dirty.is_empty() {
             match desired_for_nodes(&store, &connected_dirty) {
                 Ok(states) => {
-                    for (node, state) in states {
+                    for (node, mut state) in states {
+                        state.network = map.clone();
                         let Ok(link) = registry.get(&node) else {
                             continue;
                         };

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod local;
 pub mod metrics;
 pub mod mqtt;
+pub mod network_map;
 pub mod registry;
 
 pub use registry::NodeRegistry;
@@ -139,6 +140,9 @@ pub struct DesiredState {
     pub secrets: Vec<Secret>,
     /// Without their status: the node needs the schedule and template, not the hub's bookkeeping.
     pub cron_jobs: Vec<CronJob>,
+    /// The cluster's network as every node needs it (Services, endpoints, other nodes' pod
+    /// CIDRs); `None` from a hub that sends none, which leaves the node's last map in place.
+    pub network: Option<crate::network::NetworkMap>,
 }
 
 /// A CronJob run a node started on its own while its link to the hub was down (see

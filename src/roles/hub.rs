@@ -22,6 +22,8 @@ pub struct HubConfig {
     pub node_grace: std::time::Duration,
     /// The broker remote nodes meet the hub on; `None`: only in-process nodes (`edgepod up`).
     pub fleet: Option<FleetConfig>,
+    /// The address plan: pod CIDRs per node, Service IPs, cluster DNS.
+    pub network: crate::api::network::ClusterNetwork,
 }
 
 /// Where the hub meets its nodes.
@@ -119,6 +121,7 @@ impl Hub {
     ) -> Result<(), HubError> {
         let mut ctx = crate::controllers::Context::new(Arc::clone(&self.store));
         ctx.node_grace = self.cfg.node_grace;
+        ctx.network = self.cfg.network.clone();
         ctx.metrics = Some(Arc::clone(&self.metrics) as Arc<dyn MetricsSource>);
         crate::controllers::spawn_all(ctx);
         tokio::spawn(crate::scheduler::run(Arc::clone(&self.store)));
@@ -183,11 +186,15 @@ impl Hub {
         tokio::spawn(crate::fleet::hub::dispatch(
             Arc::clone(&self.store),
             Arc::clone(&self.registry),
+            self.cfg.network.clone(),
         ));
         let state = ApiState {
             store: Arc::clone(&self.store),
             nodes: Arc::clone(&self.registry),
             metrics: Arc::clone(&self.metrics),
+            services: Arc::new(crate::apiserver::service_ips::ServiceAddresses::new(
+                self.cfg.network.clone(),
+            )),
         };
         let app = crate::apiserver::server::router(state);
         let listener = tokio::net::TcpListener::bind(self.cfg.listen)

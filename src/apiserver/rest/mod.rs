@@ -38,6 +38,8 @@ pub struct ApiState {
     pub nodes: Arc<NodeRegistry>,
     /// The nodes' latest usage reports, served as metrics.k8s.io.
     pub metrics: Arc<crate::fleet::metrics::MetricsRegistry>,
+    /// Cluster IPs and node ports of Services.
+    pub services: Arc<crate::apiserver::service_ips::ServiceAddresses>,
 }
 
 /// Handles a request under `/api/v1` or `/apis/G/V`; `None` when the path is not a resource path.

@@ -10,6 +10,7 @@ use super::read::with_type;
 use super::{ApiState, Query, Target, check_namespace, decode_body, json_response, store_error};
 use crate::apiserver::admission::{self, FieldValidation};
 use crate::apiserver::patch::{self, PatchOptions, PatchType};
+use crate::apiserver::service_ips::AssignError;
 use crate::apiserver::{ApiError, Cause};
 use crate::store::StoreError;
 
@@ -94,6 +95,29 @@ fn meta_str<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A Service's cluster IP and node ports; the returned guard is held until it is stored, so two
+/// writes never pick the same address.
+fn service_addresses<'a>(
+    state: &'a ApiState,
+    t: &Target,
+    old: Option<&Value>,
+    object: &mut Value,
+) -> Result<Option<std::sync::MutexGuard<'a, ()>>, ApiError> {
+    if t.resource.kind != "Service" {
+        return Ok(None);
+    }
+    let guard = state.services.lock();
+    match state.services.assign(&state.store, old, object) {
+        Ok(()) => Ok(Some(guard)),
+        Err(AssignError::Invalid(errs)) => Err(admission::invalid(
+            t.resource,
+            meta_str(object, "name").unwrap_or_default(),
+            &errs,
+        )),
+        Err(AssignError::Store(e)) => Err(store_error(t, e)),
+    }
+}
+
 pub fn create(
     state: &ApiState,
     t: &Target,
@@ -132,6 +156,7 @@ pub fn create(
             mut object,
             warnings,
         } = admission::admit_create(t.resource, &doc, validation)?;
+        let _held = service_addresses(state, t, None, &mut object)?;
         if let Some(manager) = q.get("fieldManager") {
             patch::track_update(None, &mut object, manager);
         }
@@ -204,6 +229,11 @@ pub fn update(
     } else {
         let a = admission::admit_update(t.resource, &old, &doc, validation, status)?;
         (a.object, a.warnings)
+    };
+    let _held = if status {
+        None
+    } else {
+        service_addresses(state, t, Some(&old), &mut object)?
     };
     if let Some(manager) = q.get("fieldManager") {
         patch::track_update(Some(&old), &mut object, manager);
@@ -285,7 +315,8 @@ pub fn patch(
                 )));
             }
             check_namespace(state, t, true)?;
-            let a = admission::admit_create(t.resource, &doc, validation)?;
+            let mut a = admission::admit_create(t.resource, &doc, validation)?;
+            let _held = service_addresses(state, t, None, &mut a.object)?;
             if q.dry_run() {
                 return Ok(json_response(
                     StatusCode::CREATED,
@@ -329,6 +360,11 @@ pub fn patch(
         }
         let a = admission::admit_update(t.resource, &old, &doc, validation, status)?;
         let mut object = a.object;
+        let _held = if status {
+            None
+        } else {
+            service_addresses(state, t, Some(&old), &mut object)?
+        };
         if let Some(manager) = manager
             && patch_type != PatchType::Apply
         {

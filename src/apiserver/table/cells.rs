@@ -152,6 +152,32 @@ pub(super) fn config_map(v: &Value, now: Timestamp) -> Vec<Value> {
     vec![name(v), json!(data), created(v, now)]
 }
 
+/// As kubectl prints them: `IP:PORT` of ready addresses, three at most, then `+ N more...`.
+pub(super) fn endpoints(v: &Value, now: Timestamp) -> Vec<Value> {
+    let mut list = Vec::new();
+    for subset in items(v, "/subsets") {
+        let ports: Vec<i64> = items(subset, "/ports")
+            .iter()
+            .filter_map(|p| int(p, "/port"))
+            .collect();
+        for a in items(subset, "/addresses") {
+            let ip = text(a, "/ip");
+            if ports.is_empty() {
+                list.push(ip.to_string());
+            }
+            for p in &ports {
+                list.push(format!("{ip}:{p}"));
+            }
+        }
+    }
+    let shown = match list.len() {
+        0 => "<none>".to_string(),
+        n if n > 3 => format!("{} + {} more...", list[..3].join(","), n - 3),
+        _ => list.join(","),
+    };
+    vec![name(v), json!(shown), created(v, now)]
+}
+
 pub(super) fn secret(v: &Value, now: Timestamp) -> Vec<Value> {
     vec![
         name(v),

@@ -278,6 +278,16 @@ const SECRET: &[Column] = &[
     col("Data", "integer", 0, "Number of keys."),
     AGE,
 ];
+const ENDPOINTS: &[Column] = &[
+    NAME,
+    col(
+        "Endpoints",
+        "string",
+        0,
+        "Ready addresses with their ports; the first three, then how many more.",
+    ),
+    AGE,
+];
 const SERVICE: &[Column] = &[
     NAME,
     col(
@@ -466,6 +476,7 @@ fn printer(resource: &Resource) -> (&'static [Column], Cells) {
         ("", "ConfigMap") => (CONFIG_MAP, cells::config_map),
         ("", "Secret") => (SECRET, cells::secret),
         ("", "Service") => (SERVICE, cells::service),
+        ("", "Endpoints") => (ENDPOINTS, cells::endpoints),
         ("", "PersistentVolumeClaim") => (PERSISTENT_VOLUME_CLAIM, cells::persistent_volume_claim),
         ("apps", "ReplicaSet") => (REPLICA_SET, cells::replica_set),
         ("apps", "Deployment") => (DEPLOYMENT, cells::deployment),

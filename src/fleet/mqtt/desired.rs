@@ -57,6 +57,9 @@ pub struct Message {
     pub cron_jobs: Vec<CronJob>,
     #[serde(default, skip_serializing_if = "Removed::is_empty")]
     pub removed: Removed,
+    /// In a snapshot: the network map; in a delta: present only when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkMap>,
 }
 
 /// JSON text of `value`, through a `serde_json::Value`. Pods, ConfigMaps and Secrets are
@@ -82,6 +85,7 @@ pub fn full(node: &str, generation: u64, state: &DesiredState) -> Message {
         secrets: state.secrets.clone(),
         cron_jobs: state.cron_jobs.clone(),
         removed: Removed::default(),
+        network: state.network.clone(),
     }
 }
 
@@ -148,6 +152,9 @@ pub fn delta(
             secrets: removed_secrets,
             cron_jobs: removed_cron_jobs,
         },
+        network: (old.network != new.network)
+            .then(|| new.network.clone())
+            .flatten(),
     }
 }
 
@@ -175,6 +182,7 @@ pub fn resolve(current: DesiredState, msg: Message) -> DesiredState {
             config_maps: msg.config_maps,
             secrets: msg.secrets,
             cron_jobs: msg.cron_jobs,
+            network: msg.network,
         };
     }
     DesiredState {
@@ -194,6 +202,7 @@ pub fn resolve(current: DesiredState, msg: Message) -> DesiredState {
             &msg.removed.cron_jobs,
             |c| named_key(&c.metadata),
         ),
+        network: msg.network.or(current.network),
     }
 }
 
@@ -239,6 +248,7 @@ mod tests {
             config_maps: vec![cm("x", "1"), cm("y", "1")],
             secrets: vec![],
             cron_jobs: vec![cron("nightly", "0 3 * * *"), cron("gone", "@hourly")],
+            network: None,
         };
         let new = DesiredState {
             pods: vec![
@@ -249,6 +259,7 @@ mod tests {
             config_maps: vec![cm("x", "2")],
             secrets: vec![],
             cron_jobs: vec![cron("nightly", "0 4 * * *")],
+            network: None,
         };
         let d = delta("n", 4, &old, 5, &new);
         assert_eq!(d.base, Some(4));

@@ -79,6 +79,8 @@ pub struct StoredDesired {
     pub secrets: Vec<Secret>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cron_jobs: Vec<CronJob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkMap>,
 }
 
 impl From<&DesiredState> for StoredDesired {
@@ -88,6 +90,7 @@ impl From<&DesiredState> for StoredDesired {
             config_maps: s.config_maps.clone(),
             secrets: s.secrets.clone(),
             cron_jobs: s.cron_jobs.clone(),
+            network: s.network.clone(),
         }
     }
 }
@@ -99,6 +102,7 @@ impl From<StoredDesired> for DesiredState {
             config_maps: s.config_maps,
             secrets: s.secrets,
             cron_jobs: s.cron_jobs,
+            network: s.network,
         }
     }
 }
