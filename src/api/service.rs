@@ -77,7 +77,7 @@ pub fn validate(spec: &ServiceSpec) -> FieldErrors {
             errs.push(FieldError::invalid("spec.selector", k, &e));
         }
         for e in names::label_value(v) {
-            errs.push(FieldError::invalid(&format!("spec.selector.{k}"), v, &e));
+            errs.push(FieldError::invalid(format!("spec.selector.{k}"), v, &e));
         }
     }
     if type_ == "ExternalName" {
@@ -101,48 +101,48 @@ pub fn validate(spec: &ServiceSpec) -> FieldErrors {
         let field = format!("spec.ports[{i}]");
         let name = p.name.as_deref().unwrap_or("");
         if ports.len() > 1 && name.is_empty() {
-            errs.push(FieldError::required(&format!("{field}.name")));
+            errs.push(FieldError::required(format!("{field}.name")));
         }
         if !name.is_empty() {
             for e in names::dns1123_label(name) {
                 errs.push(FieldError::invalid(format!("{field}.name"), name, e));
             }
             if !seen_names.insert(name.to_string()) {
-                errs.push(FieldError::duplicate(&format!("{field}.name"), name));
+                errs.push(FieldError::duplicate(format!("{field}.name"), name));
             }
         }
         if !(1..=65535).contains(&p.port) {
             errs.push(FieldError::invalid(
-                &format!("{field}.port"),
-                &p.port.to_string(),
+                format!("{field}.port"),
+                p.port.to_string(),
                 "must be between 1 and 65535, inclusive",
             ));
         }
         let protocol = p.protocol.as_deref().unwrap_or("TCP");
         if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
             errs.push(FieldError::not_supported(
-                &format!("{field}.protocol"),
+                format!("{field}.protocol"),
                 protocol,
                 &["SCTP", "TCP", "UDP"],
             ));
         }
         if !seen_ports.insert((p.port, protocol.to_string())) {
             errs.push(FieldError::duplicate(
-                &format!("{field}"),
-                &format!("{}/{protocol}", p.port),
+                field.to_string(),
+                format!("{}/{protocol}", p.port),
             ));
         }
         match &p.target_port {
             Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => {
                 errs.push(FieldError::invalid(
-                    &format!("{field}.targetPort"),
-                    &n.to_string(),
+                    format!("{field}.targetPort"),
+                    n.to_string(),
                     "must be between 1 and 65535, inclusive",
                 ));
             }
             Some(IntOrString::String(s)) => {
                 for e in names::port_name(s) {
-                    errs.push(FieldError::invalid(&format!("{field}.targetPort"), s, &e));
+                    errs.push(FieldError::invalid(format!("{field}.targetPort"), s, &e));
                 }
             }
             _ => {}
@@ -152,13 +152,13 @@ pub fn validate(spec: &ServiceSpec) -> FieldErrors {
         {
             if type_ == "ClusterIP" {
                 errs.push(FieldError::forbidden(
-                    &format!("{field}.nodePort"),
+                    format!("{field}.nodePort"),
                     "may not be used when `type` is 'ClusterIP'",
                 ));
             } else if !(1..=65535).contains(&np) {
                 errs.push(FieldError::invalid(
-                    &format!("{field}.nodePort"),
-                    &np.to_string(),
+                    format!("{field}.nodePort"),
+                    np.to_string(),
                     "must be between 1 and 65535, inclusive",
                 ));
             }

@@ -1,0 +1,103 @@
+//! The node's side of Services and cluster DNS: kube-proxy's and NodeLocal DNS's jobs, driven by
+//! the network map the hub sent (kept in the agent's store, see [`super::api_pods`]), so both go
+//! on working while the hub is out of reach and across agent restarts.
+//!
+//! Owns: one thread that applies each new map to the Service rules ([`crate::network::proxy`])
+//! and the DNS server's data ([`crate::network::dns`]), and re-applies the rules every
+//! [`REPAIR_EVERY`] in case something flushed them. Must not touch: pods and their network
+//! namespaces (that is [`super::network`]), or the map's contents.
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::network::NetworkMap;
+use crate::network::dns::{DnsConfig, DnsHandle, DnsServer};
+use crate::network::proxy::{Proxy, ProxyConfig};
+use crate::store::Store;
+
+/// How often the rules are rendered and compared even when no new map came.
+pub const REPAIR_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct ServiceNetworkConfig {
+    pub node_name: String,
+    /// Where the node's DNS server listens; the proxy redirects `clusterDNS:53` to its port.
+    pub dns_listen: std::net::SocketAddr,
+}
+
+/// Starts the thread; it ends when the agent is asked to stop. Errors of the first setup (no
+/// firewall tool, DNS port taken) are returned; later ones are logged and retried.
+pub fn start(
+    store: Arc<Store>,
+    cfg: ServiceNetworkConfig,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let mut proxy_cfg = ProxyConfig::new(cfg.node_name.clone());
+    proxy_cfg.cluster_dns_port = cfg.dns_listen.port();
+    let proxy = Proxy::new(proxy_cfg).map_err(|e| format!("service proxy: {e}"))?;
+    let dns = DnsServer::start(DnsConfig::new(cfg.dns_listen))
+        .map_err(|e| format!("cluster DNS on {}: {e}", cfg.dns_listen))?;
+    std::thread::Builder::new()
+        .name("service-network".into())
+        .spawn(move || run(store, proxy, dns))
+        .map_err(|e| format!("service network thread: {e}"))
+}
+
+fn run(store: Arc<Store>, mut proxy: Proxy, dns: DnsHandle) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("service network: {e}");
+            return;
+        }
+    };
+    let mut committed = store.subscribe();
+    let mut last_text: Option<String> = None;
+    let mut map: Option<Arc<NetworkMap>> = None;
+    while !super::stop_requested() {
+        let text = store
+            .setting(super::api_pods::NETWORK_MAP_SETTING)
+            .ok()
+            .flatten();
+        if text.is_some() && text != last_text {
+            match text
+                .as_deref()
+                .map(serde_json::from_str::<NetworkMap>)
+                .transpose()
+            {
+                Ok(Some(m)) => {
+                    let m = Arc::new(m);
+                    dns.set_map(Arc::clone(&m));
+                    map = Some(m);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("the stored network map does not decode: {e}"),
+            }
+            last_text = text;
+        }
+        if let Some(m) = &map {
+            match proxy.apply(m) {
+                Ok(report) if !report.unchanged => {
+                    tracing::info!(
+                        backend = %report.backend,
+                        rules = report.rules,
+                        services = report.service_ports,
+                        ms = report.load_time.as_secs_f64() * 1000.0,
+                        "service rules loaded"
+                    );
+                    for w in report.warnings {
+                        tracing::warn!("service rules: {w}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("service rules: {e}"),
+            }
+        }
+        // A new map arrives as a store commit; the stop flag and repairs need a bounded wait.
+        runtime.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(500), committed.changed()).await;
+        });
+    }
+    dns.stop();
+}
