@@ -2,7 +2,8 @@
 //! host's): a "node" namespace with a bridge `br0` (10.42.0.1/24, as the CNI bridge plugin
 //! makes it), three "pods" on it (client .10, backends .11 and .12 running `busybox httpd`)
 //! and an "outside" host on a veth (192.168.77.2, the node being 192.168.77.1 and routing
-//! everything else there). Each test runs once per backend whose tool works: nft, then
+//! everything else there). Bridge ports are in hairpin mode, as the CNI bridge plugin sets
+//! them with `hairpinMode: true` (which the node's conflist needs). Each test runs once per backend whose tool works: nft, then
 //! iptables.
 
 use std::path::Path;
@@ -85,6 +86,9 @@ impl Topology {
                 pod.name()
             )));
             must(n.sh(&format!("ip link set veth{i} master br0 up")));
+            // What the CNI bridge plugin does with `hairpinMode: true`: without it a pod's
+            // packets to its own Service, DNATed back to itself, never come back out its port.
+            must(n.sh(&format!("bridge link set dev veth{i} hairpin on")));
             must(pod.sh(&format!("ip addr add {ip}/24 dev eth0")));
             must(pod.sh("ip link set eth0 up"));
             must(pod.sh("ip route add default via 10.42.0.1"));
