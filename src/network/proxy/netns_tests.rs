@@ -491,3 +491,26 @@ fn proxy_bench_update_runs_in_its_own_namespace() {
         .exists()
     );
 }
+
+#[test]
+fn proxy_session_affinity_client_ip_sticks_to_one_backend() {
+    for backend in backends() {
+        let mut t = Topology::new("aff");
+        t.httpd("b1", 8080, "b1");
+        t.httpd("b2", 8080, "b2");
+        let mut proxy = t.proxy(backend);
+        let mut m = map(vec![endpoint(B1, true), endpoint(B2, true)]);
+        m.services[0].session_affinity = Some("ClientIP".to_string());
+        t.apply(&mut proxy, &m);
+        let first = t.wget("client", &url(VIP, 80)).expect("answer");
+        for _ in 0..15 {
+            assert_eq!(
+                t.wget("client", &url(VIP, 80)),
+                Ok(first.clone()),
+                "{backend}"
+            );
+        }
+        // Another client (the node) has no binding yet and is answered too.
+        assert!(t.wget("node", &url(VIP, 80)).is_ok(), "{backend}");
+    }
+}

@@ -209,7 +209,7 @@ pub fn render(table: &str, plan: &Plan) -> Rendered {
         ));
     }
 
-    let mut base = vec![
+    let mut base = [
         Chain::base("nat-prerouting", "nat", "prerouting", -100),
         Chain::base("nat-output", "nat", "output", -100),
         Chain::base("nat-postrouting", "nat", "postrouting", 100),

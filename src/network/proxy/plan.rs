@@ -245,7 +245,7 @@ impl Plan {
                         port: target,
                     });
                 }
-                endpoints.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+                endpoints.sort_by_key(|e| (e.ip, e.port));
                 endpoints.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
                 let label = if port.name.is_empty() {
                     format!("{}/{}", svc.namespace, svc.name)
