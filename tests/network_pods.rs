@@ -149,7 +149,7 @@ spec:
   containers:
   - name: get
     image: busybox
-    command: ["sh", "-c", "wget -q -T 5 -O- http://{ip}:8080/ && grep client /etc/hosts"]
+    command: ["sh", "-c", "timeout 10 wget -q -O- http://{ip}:8080/ && grep client /etc/hosts"]
 "#
     );
     c.apply_yaml(&["create"], &client);
@@ -210,12 +210,13 @@ spec:
     );
     wait_running(&c, "published");
     let body = c.wait_for("the hostPort to answer", 30, || {
+        // No `-T`: Debian's busybox 1.35 wget crashes on it; `timeout` bounds it instead.
         let out = ns.exec(&[
+            "timeout",
+            "5",
             "/bin/busybox",
             "wget",
             "-q",
-            "-T",
-            "3",
             "-O-",
             &format!("http://{}:18080/", NetNs::HOST_IP),
         ]);

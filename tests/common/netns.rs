@@ -13,7 +13,7 @@ pub fn default_pod_network<S: AsRef<str>>(args: &[S]) -> Vec<&'static str> {
     }
 }
 
-/// `ip netns add edgepod-<test>-<pid>` with loopback up and a dummy "uplink" carrying
+/// `ip netns add edgepod-<test>-<pid>` with loopback up and an "uplink" carrying
 /// [`NetNs::HOST_IP`], which the agent inside reports as the node's address.
 pub struct NetNs {
     pub name: String,
@@ -32,7 +32,20 @@ impl NetNs {
         run(&["ip", "netns", "add", &name]);
         let ns = NetNs { name };
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-        ns.exec_ok(&["ip", "link", "add", Self::UPLINK, "type", "dummy"]);
+        // A veth pair with both ends inside (this kernel has no dummy driver).
+        let peer = format!("{}p", Self::UPLINK);
+        ns.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            Self::UPLINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ]);
+        ns.exec_ok(&["ip", "link", "set", &peer, "up"]);
         ns.exec_ok(&[
             "ip",
             "addr",
@@ -76,13 +89,13 @@ impl NetNs {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Names of the veth interfaces in the namespace.
+    /// Names of the veth interfaces in the namespace (pods' host ends; the uplink not counted).
     pub fn veths(&self) -> Vec<String> {
         self.exec_ok(&["ip", "-o", "link", "show", "type", "veth"])
             .lines()
             .filter_map(|l| l.split(':').nth(1))
             .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-            .filter(|n| !n.is_empty())
+            .filter(|n| !n.is_empty() && !n.starts_with(Self::UPLINK))
             .collect()
     }
 }
