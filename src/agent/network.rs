@@ -325,4 +325,70 @@ mod tests {
         });
         assert_eq!(net.pod_cidr().as_deref(), Some("10.42.5.0/24"));
     }
+
+    fn fake_network(dir: &Path) -> (PodNetwork, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let log = dir.join("log");
+        let p = bin.join("fake");
+        // Logs command and container ID; answers ADD with an IP derived from nothing else.
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\necho \"$CNI_COMMAND $CNI_CONTAINERID\" >> {}\nprintf '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.9.0.2/24\"}}]}}'\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = dir.join("net.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("50-fake.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"fake","plugins":[{"type":"fake"}]}"#,
+        )
+        .unwrap();
+        let net = PodNetwork::with(PodNetworkMode::Cni, "pi-9", dir, conf, vec![bin], None);
+        (net, log)
+    }
+
+    fn pod(uid: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "namespace": "default", "uid": uid},
+            "spec": {"containers": []}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_known_sandbox_is_readopted_a_new_one_reattached_and_gone_pods_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (net, log) = fake_network(dir.path());
+        let netns = dir.path().join("ns");
+        // An administrator's list needs no pod CIDR.
+        let ips = net.setup(&pod("u1"), &netns, "s1").unwrap();
+        assert_eq!(ips, ["10.9.0.2".parse::<IpAddr>().unwrap()]);
+        net.setup(&pod("u1"), &netns, "s1").unwrap();
+        assert_eq!(net.pod_ips("u1"), ["10.9.0.2"]);
+        // A new sandbox incarnation (after a reboot): the old attachment goes first.
+        net.setup(&pod("u1"), &netns, "s2").unwrap();
+        net.setup(&pod("u2"), &netns, "s1").unwrap();
+        let known: HashSet<String> = ["u2".to_string()].into();
+        net.gc_once(&known);
+        net.gc_once(&HashSet::new());
+        assert!(net.pod_ips("u1").is_empty());
+        assert_eq!(net.pod_ips("u2"), ["10.9.0.2"]);
+        net.teardown("u2").unwrap();
+        net.teardown("u2").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "ADD u1\nDEL u1\nADD u1\nADD u2\nDEL u1\nDEL u2\n"
+        );
+        // hostNetwork pods get nothing.
+        let mut host = pod("u3");
+        host.spec.as_mut().unwrap().host_network = Some(true);
+        assert!(net.setup(&host, &netns, "s1").unwrap().is_empty());
+        assert!(net.pod_ips("u3").is_empty());
+    }
 }
