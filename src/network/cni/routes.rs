@@ -176,4 +176,57 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r["10.42.2.0/24"], "192.168.1.12");
     }
+
+    /// Runs `f` on a thread of its own inside a fresh network namespace (the thread's only:
+    /// the host's stays untouched), with a veth pair up on 192.168.50.1/24.
+    fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+            for args in [
+                &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
+                &["addr", "add", "192.168.50.1/24", "dev", "v0"],
+                &["link", "set", "v0", "up"],
+                &["link", "set", "v1", "up"],
+            ] {
+                ip(args).unwrap();
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn routes_follow_the_map_and_only_ours_are_removed() {
+        let node = |name: &str, cidr: &str, addr: &str| NodeRoute {
+            name: name.into(),
+            pod_cidr: cidr.into(),
+            address: addr.into(),
+        };
+        let (first, second, routes, foreign, forwarding) = in_netns(move || {
+            ip(&["route", "add", "10.50.0.0/24", "via", "192.168.50.3"]).unwrap();
+            let mut map = NetworkMap {
+                nodes: vec![
+                    node("pi-1", "10.42.0.0/24", "192.168.50.1"),
+                    node("pi-2", "10.42.1.0/24", "192.168.50.2"),
+                    node("pi-3", "10.42.2.0/24", "192.168.50.3"),
+                ],
+                ..Default::default()
+            };
+            let first = sync(&map, "pi-1").unwrap();
+            let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+            map.nodes.retain(|n| n.name != "pi-3");
+            map.nodes[1].address = "192.168.50.4".into();
+            let second = sync(&map, "pi-1").unwrap();
+            let foreign = ip(&["-o", "route", "show", "10.50.0.0/24"]).unwrap();
+            (first, second, ours().unwrap(), foreign, forwarding)
+        });
+        assert_eq!(first.set, ["10.42.1.0/24", "10.42.2.0/24"]);
+        assert_eq!(second.set, ["10.42.1.0/24"]);
+        assert_eq!(second.removed, ["10.42.2.0/24"]);
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes["10.42.1.0/24"], "192.168.50.4");
+        assert!(foreign.contains("via 192.168.50.3"), "{foreign}");
+        assert_eq!(forwarding.trim(), "1");
+    }
 }
