@@ -155,7 +155,8 @@ fn unused_images_go_past_the_high_threshold_and_prune_takes_the_rest() {
     let mut agent = Command::new(bin())
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["agent", "--node-name", "gc-node", "--manifests"])
+        .args(["agent", "--node-name", "gc-node", "--pod-network", "none"])
+        .arg("--manifests")
         .arg(&manifests)
         .args([
             "--image-gc-period",

@@ -5,8 +5,8 @@
 //! translating Pods into runtime specs ([`container_spec`], [`env`], [`volumes`]; ConfigMaps
 //! and Secrets through [`config_objects`], [`config_volumes`], [`atomic_writer`]), when and with
 //! which credentials images are pulled ([`image_pull`]), the pod
-//! status written back to the store ([`status`]) and the node's side of logs, exec, attach and
-//! port-forward ([`streams`]).
+//! status written back to the store ([`status`]), when pods get and lose their network
+//! ([`network`]) and the node's side of logs, exec, attach and port-forward ([`streams`]).
 //!
 //! Must not touch: cgroup files, namespaces or mounts directly (that is [`crate::runtime`]), the
 //! image store's layout (that is [`crate::image`]), or the SQLite schema (that is
@@ -22,6 +22,7 @@ pub mod env;
 pub mod image_gc;
 pub mod image_pull;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod offline_cron;
 pub mod probe;
@@ -78,6 +79,15 @@ pub struct AgentConfig {
     pub private_registry: PathBuf,
     /// Registry credentials every pod of the node may use (Docker's config.json shape).
     pub image_credentials: PathBuf,
+    /// CNI plugins or loopback only.
+    pub pod_network: network::PodNetworkMode,
+    /// Where CNI plugin executables are looked for, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// Where the CNI configuration list is read (and the default one written).
+    pub cni_conf_dir: PathBuf,
+    /// This node's pod CIDR when given on the command line; otherwise the hub's NetworkMap
+    /// says.
+    pub pod_cidr: Option<String>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

@@ -172,6 +172,8 @@ fn is_running(s: &ContainerStatus) -> bool {
 }
 
 /// Computes the whole PodStatus; `old` keeps startTime and condition transition times.
+/// `pod_ips` are the pod's own addresses from its network attachment, IPv4 first (a
+/// hostNetwork pod's is the host's).
 pub fn compute(
     pod: &Pod,
     attempts: &Attempts<'_>,
@@ -179,6 +181,7 @@ pub fn compute(
     health: &BTreeMap<String, Health>,
     old: Option<&PodStatus>,
     host_ip: &str,
+    pod_ips: &[String],
 ) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let restart_policy = spec
@@ -264,11 +267,22 @@ pub fn compute(
     ];
 
     let host_network = spec.host_network.unwrap_or(false);
+    let pod_ips: Vec<String> = if host_network {
+        vec![host_ip.to_string()]
+    } else {
+        pod_ips.to_vec()
+    };
     PodStatus {
         phase: Some(phase.to_string()),
         conditions: Some(conditions),
         host_ip: Some(host_ip.to_string()),
-        pod_ip: host_network.then(|| host_ip.to_string()),
+        pod_ip: pod_ips.first().cloned(),
+        pod_ips: (!pod_ips.is_empty()).then(|| {
+            pod_ips
+                .iter()
+                .map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.clone() })
+                .collect()
+        }),
         start_time: old.and_then(|o| o.start_time.clone()).or(Some(now)),
         qos_class: Some(qos::qos_class(&spec).to_string()),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),

@@ -1,6 +1,7 @@
 //! Stopping containers the way the kubelet does: preStop hook, SIGTERM to the container's
 //! PID 1, SIGKILL once the grace period (which the hook's time counts against) is over; for a
-//! whole pod, app containers first and sidecars after them, then everything the pod held.
+//! whole pod, app containers first and sidecars after them, then everything the pod held
+//! (its network among it).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ pub struct StopContext<'a> {
     pub hooks: &'a tokio::runtime::Handle,
     /// The pod as last seen, for hooks, ports and events (absent if the agent never saw it).
     pub pod: Option<&'a Pod>,
+    /// Whose interface and IP a released pod gives back (None when only containers stop).
+    pub network: Option<&'a super::network::PodNetwork>,
 }
 
 impl StopContext<'_> {
@@ -188,14 +191,22 @@ pub fn kill_pod(ctx: &StopContext<'_>, uid: &str, infos: Vec<ContainerInfo>, gra
         let left = deadline.saturating_duration_since(Instant::now());
         stop_containers(ctx, &[s], left, &stopping);
     }
-    release_pod(ctx.runtime, ctx.store, uid, &infos);
+    release_pod(ctx, uid, &infos);
 }
 
-fn release_pod(runtime: &Runtime, store: &Store, uid: &str, infos: &[ContainerInfo]) {
+fn release_pod(ctx: &StopContext<'_>, uid: &str, infos: &[ContainerInfo]) {
+    let (runtime, store) = (ctx.runtime, ctx.store);
     for c in infos {
         if let Err(e) = runtime.remove(&c.id) {
             tracing::warn!(container = %c.id, "remove: {e}");
         }
+    }
+    // The network goes before the namespace it lives in, as the kubelet's StopPodSandbox
+    // does; a failed DEL keeps its record, retried on the agent's next start.
+    if let Some(network) = ctx.network
+        && let Err(e) = network.teardown(uid)
+    {
+        tracing::warn!(pod = uid, "network: {e}");
     }
     // Removal releases every namespace file present, whatever the pod's spec was.
     if let Err(e) = runtime.sandbox(uid, false, false).remove() {

@@ -16,6 +16,7 @@ use crate::image::ImageStore;
 
 use super::config_objects::ConfigObjects;
 use super::image_pull::{ImageManager, ImageState};
+use super::network::{self, PodNetwork};
 use crate::runtime::{
     ContainerInfo, ContainerMeta, ContainerState as RtState, CreateRequest, RootfsSource, Runtime,
     rootfs, shim,
@@ -59,6 +60,8 @@ pub struct Kubelet {
     image_gc: super::image_gc::ImageGc,
     /// Image pulls in flight and the pull policy.
     pulls: ImageManager,
+    /// Pods' interfaces and IPs.
+    network: PodNetwork,
 }
 
 impl Kubelet {
@@ -72,7 +75,9 @@ impl Kubelet {
     ) -> Self {
         let source = StaticPodSource::new(&cfg.manifests_dir, &cfg.node_name);
         let image_gc = super::image_gc::ImageGc::new(cfg.image_gc, cfg.image_gc_period);
+        let network = PodNetwork::new(&cfg);
         Kubelet {
+            network,
             stopping: Arc::new(Mutex::new(HashSet::new())),
             seen: HashMap::new(),
             started_here: HashSet::new(),
@@ -92,6 +97,12 @@ impl Kubelet {
             image_gc,
             pulls,
         }
+    }
+
+    /// The node's pod network, for whoever delivers the cluster's [`crate::network::NetworkMap`]
+    /// ([`PodNetwork::set_map`]).
+    pub fn network(&self) -> PodNetwork {
+        self.network.clone()
     }
 
     /// True when the manifest directory changed since the last pass.
@@ -158,6 +169,8 @@ impl Kubelet {
         if let Ok(pods) = self.store.list_as::<Pod>("Pod", None, None) {
             known.extend(pods.iter().filter_map(|p| p.metadata.uid.clone()));
         }
+        self.network
+            .gc_once(&known.union(&desired_uids).cloned().collect());
         for uid in known.difference(&desired_uids) {
             self.terminate(uid, by_pod.remove(uid).unwrap_or_default());
         }
@@ -226,6 +239,7 @@ impl Kubelet {
         let sandbox = self.runtime.sandbox(&uid, host_network, share_pid);
         let pod_dir = self.runtime.pod_dir(&uid);
         let mut ready = true;
+        let mut created = false;
         if !sandbox.exists() {
             // A new sandbox (first start, or the old one was lost with a reboot): whatever still
             // runs from an old one goes, and init containers run again, as in Kubernetes.
@@ -244,7 +258,39 @@ impl Kubelet {
                 );
                 ready = false;
             }
+            created = ready;
         }
+        // The pod's interface and IP, before anything (its /etc/hosts, env) needs the IP.
+        let mut pod_ips = Vec::new();
+        if ready && !host_network {
+            match self
+                .network
+                .setup(pod, &sandbox.ns_path("net"), &sandbox.id())
+            {
+                Ok(ips) => pod_ips = ips.iter().map(ToString::to_string).collect(),
+                Err(e) => {
+                    self.event(
+                        pod,
+                        "Warning",
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to create pod sandbox: {e}"),
+                    );
+                    // As the kubelet: a sandbox without its network goes and is made again on
+                    // a later pass (one that containers already use stays).
+                    if created {
+                        let _ = sandbox.remove();
+                    }
+                    ready = false;
+                }
+            }
+        }
+        let with_ips;
+        let pod = if pod_ips.is_empty() {
+            pod
+        } else {
+            with_ips = network::with_pod_ips(pod, &pod_ips);
+            &with_ips
+        };
         let volumes = match PodVolumes::prepare(pod, &pod_dir, &self.store) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -313,6 +359,7 @@ impl Kubelet {
             &health,
             stored.as_ref().and_then(|p| p.status.as_ref()),
             &self.host_ip,
+            &pod_ips,
         );
         self.write_status(pod, status);
     }
@@ -489,6 +536,7 @@ impl Kubelet {
                 store: &store,
                 hooks: &hooks,
                 pod: Some(&pod),
+                network: None,
             };
             stop::stop_containers(&ctx, &[&info], Duration::from_secs(grace), &|_| {
                 message.clone()
@@ -874,6 +922,7 @@ impl Kubelet {
         let store = Arc::clone(&self.store);
         let hooks = self.prober.handle();
         let terminating = Arc::clone(&self.terminating);
+        let network = self.network.clone();
         let uid = uid.to_string();
         std::thread::spawn(move || {
             let ctx = StopContext {
@@ -881,6 +930,7 @@ impl Kubelet {
                 store: &store,
                 hooks: &hooks,
                 pod: pod.as_ref(),
+                network: Some(&network),
             };
             stop::kill_pod(&ctx, &uid, infos, Duration::from_secs(grace_secs as u64));
             if let Ok(mut t) = terminating.lock() {

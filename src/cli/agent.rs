@@ -67,6 +67,21 @@ pub struct AgentArgs {
     /// (`{"auths": {...}}`); a missing file means none.
     #[arg(long, value_name = "FILE", default_value = crate::agent::image_pull::DEFAULT_IMAGE_CREDENTIALS)]
     pub image_credentials: PathBuf,
+    /// How pods get their network: `cni` (an interface and IP per pod through the CNI plugins)
+    /// or `none` (a network namespace with loopback only, no pod IP).
+    #[arg(long, value_name = "cni|none", default_value = "cni")]
+    pub pod_network: crate::agent::network::PodNetworkMode,
+    /// Directories of CNI plugin executables, searched in order (repeatable, or a colon list).
+    #[arg(long = "cni-bin-dir", value_name = "DIR[:DIR]", value_delimiter = ':')]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// Directory of CNI configuration lists; the lexicographically first `*.conflist`,
+    /// `*.conf` or `*.json` is used, and edgepod writes its default bridge list there when
+    /// there is none.
+    #[arg(long = "cni-conf-dir", value_name = "DIR", default_value = crate::network::cni::DEFAULT_CONF_DIR)]
+    pub cni_conf_dir: PathBuf,
+    /// This node's pod CIDR (e.g. 10.42.0.0/24), overriding the one the hub assigns.
+    #[arg(long = "pod-cidr", value_name = "CIDR")]
+    pub pod_cidr: Option<String>,
 }
 
 /// How a standalone agent joins a hub (not part of `edgepod up`, whose agent is in-process).
@@ -242,7 +257,34 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
         image_gc_period: secs(args.image_gc_period),
         private_registry: args.private_registry,
         image_credentials: args.image_credentials,
+        pod_network: args.pod_network,
+        cni_bin_dirs: if args.cni_bin_dir.is_empty() {
+            crate::network::cni::DEFAULT_BIN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        } else {
+            args.cni_bin_dir
+        },
+        cni_conf_dir: args.cni_conf_dir,
+        pod_cidr: match args.pod_cidr {
+            Some(c) => Some(check_cidr(&c).map_err(|e| anyhow::anyhow!("--pod-cidr {c}: {e}"))?),
+            None => None,
+        },
     };
     cfg.image_gc.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
+}
+
+/// `c` if it is an IPv4 or IPv6 network in CIDR notation.
+fn check_cidr(c: &str) -> Result<String, String> {
+    let (ip, len) = c
+        .split_once('/')
+        .ok_or("not in CIDR notation (ADDRESS/BITS)")?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("{e}"))?;
+    let len: u8 = len.parse().map_err(|e| format!("prefix length: {e}"))?;
+    if len > if ip.is_ipv4() { 32 } else { 128 } {
+        return Err(format!("prefix length {len} too long"));
+    }
+    Ok(c.to_string())
 }

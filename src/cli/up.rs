@@ -168,6 +168,10 @@ pub fn run_up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         let mut cfg = config(&dir, args.agent.clone())?;
         cfg.node_name = name.to_string();
         cfg.manifests_dir = dir.join("manifests");
+        // Each extra node has its own pod CIDR from the hub, so its own configuration list
+        // (host-local allocations are per data dir already); --pod-cidr is the own node's.
+        cfg.cni_conf_dir = dir.join("cni").join("net.d");
+        cfg.pod_cidr = None;
         extra.push(LocalAgent { cfg, labels });
     }
     let own = LocalAgent {

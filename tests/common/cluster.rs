@@ -19,6 +19,8 @@ pub struct Cluster {
     env: Vec<(String, String)>,
     /// The external broker of [`Options::mosquitto`].
     pub mosquitto: Option<super::fleet::Mosquitto>,
+    /// The network namespace `edgepod up` and kubectl run in ([`Options::netns`]).
+    netns: Option<String>,
 }
 
 /// What to start beyond the hub and `pi-1`.
@@ -33,6 +35,9 @@ pub struct Options<'a> {
     /// The fleet's broker is Mosquitto with TLS and the ACL of `edgepod hub mosquitto-config`
     /// (run on the data dir before `up` starts), not the embedded one.
     pub mosquitto: bool,
+    /// Run `edgepod up` (and kubectl, to reach its API on 127.0.0.1) inside this network
+    /// namespace (see [`super::netns::NetNs`]; its name under /run/netns).
+    pub netns: Option<&'a str>,
 }
 
 pub fn kubectl_bin() -> String {
@@ -118,13 +123,15 @@ impl Cluster {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let up = spawn_up(dir.path(), port, &args, &env);
+        let netns = opts.netns.map(str::to_string);
+        let up = spawn_up(dir.path(), port, &args, &env, netns.as_deref());
         let c = Cluster {
             dir,
             up,
             args,
             env,
             mosquitto,
+            netns,
         };
         c.wait_for("the API and every node Ready", 60, || {
             let out = c.kubectl(&[
@@ -146,8 +153,17 @@ impl Cluster {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(kubectl_bin())
-            .arg("--kubeconfig")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(kubectl_bin());
+                c
+            }
+            None => Command::new(kubectl_bin()),
+        };
+        cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
             // kubectl caches discovery per host:port; a port reused by another test's cluster
             // must not hide the API groups this one serves.
@@ -245,8 +261,35 @@ impl Cluster {
     pub fn restart(&mut self) {
         let port = self.port();
         stop(&mut self.up);
-        self.up = spawn_up(self.dir.path(), port, &self.args, &self.env);
+        self.up = spawn_up(
+            self.dir.path(),
+            port,
+            &self.args,
+            &self.env,
+            self.netns.as_deref(),
+        );
         self.wait_for("the API after a restart", 30, || {
+            self.kubectl(&["get", "nodes", "-o", "name"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+
+    /// SIGKILLs `edgepod up` (containers keep running, as after a crash) and starts it again
+    /// on the same data dir and port.
+    pub fn kill_and_restart(&mut self) {
+        let port = self.port();
+        let _ = self.up.kill();
+        let _ = self.up.wait();
+        self.up = spawn_up(
+            self.dir.path(),
+            port,
+            &self.args,
+            &self.env,
+            self.netns.as_deref(),
+        );
+        self.wait_for("the API after a SIGKILL", 30, || {
             self.kubectl(&["get", "nodes", "-o", "name"])
                 .status
                 .success()
@@ -265,13 +308,29 @@ impl Cluster {
 }
 
 /// `edgepod up` on `dir`, listening on 127.0.0.1:`port`, logging to `dir/up.log`.
-fn spawn_up(dir: &Path, port: u16, args: &[String], env: &[(String, String)]) -> Child {
+fn spawn_up(
+    dir: &Path,
+    port: u16,
+    args: &[String],
+    env: &[(String, String)],
+    netns: Option<&str>,
+) -> Child {
     let log = std::fs::File::options()
         .append(true)
         .open(dir.join("up.log"))
         .unwrap();
-    Command::new(bin())
-        .arg("--data-dir")
+    // nsenter rather than `ip netns exec`: only the network namespace changes, so the
+    // sandboxes' bind mounts land in the host's mount namespace and a restarted `up` (another
+    // process) still sees them. It execs edgepod, so the child's pid is edgepod's own.
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    cmd.arg("--data-dir")
         .arg(dir)
         .args([
             "up",
@@ -286,6 +345,7 @@ fn spawn_up(dir: &Path, port: u16, args: &[String], env: &[(String, String)]) ->
         .arg("--manifests")
         .arg(dir.join("manifests"))
         .args(["--node-labels", "disk=ssd"])
+        .args(super::netns::default_pod_network(args))
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())

@@ -222,6 +222,9 @@ impl Fleet {
                 adir.join("manifests").display().to_string(),
                 "--node-status-update-frequency".into(),
                 "2".into(),
+                // Agents share the host's network namespace: no bridges there.
+                "--pod-network".into(),
+                "none".into(),
             ];
             if tls {
                 args.extend(["--token".to_string(), fleet.token()]);

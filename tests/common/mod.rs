@@ -5,5 +5,6 @@
 pub mod cluster;
 pub mod fixtures;
 pub mod fleet;
+pub mod netns;
 pub mod node;
 pub mod registry;

@@ -92,6 +92,7 @@ impl Node {
             .arg("0.2")
             .arg("--manifests")
             .arg(self.manifests())
+            .args(super::netns::default_pod_network(&self.agent_args))
             .args(&self.agent_args)
             .env("EDGEPOD_LOG", "debug")
             .stdin(Stdio::null())
