@@ -24,9 +24,11 @@ impl Netns {
         Netns(name)
     }
 
+    /// `program` in this namespace. nsenter rather than `ip netns exec`, which would also give
+    /// it a mount namespace of its own.
     fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.0)).arg(program);
         c
     }
 }

@@ -27,6 +27,7 @@ pub mod node;
 pub mod offline_cron;
 pub mod probe;
 pub mod report;
+pub mod service_network;
 pub mod static_pods;
 pub mod status;
 pub mod stop;
@@ -88,6 +89,11 @@ pub struct AgentConfig {
     /// This node's pod CIDR when given on the command line; otherwise the hub's NetworkMap
     /// says.
     pub pod_cidr: Option<String>,
+    /// Run the Service proxy and the cluster DNS server (with the CNI pod network only: a node
+    /// whose pods have no network of their own has nothing to route for them).
+    pub service_proxy: bool,
+    /// Where the cluster DNS server listens.
+    pub cluster_dns_listen: std::net::SocketAddr,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -153,7 +159,28 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         .map_err(AgentError::Image)?;
     let pulls = image_pull::ImageManager::new(Arc::clone(&images), pull_config, Some(pull_wake))
         .map_err(AgentError::Image)?;
-    let mut kubelet = sync::Kubelet::new(cfg.clone(), store, runtime, images, prober, pulls);
+    let mut kubelet = sync::Kubelet::new(
+        cfg.clone(),
+        Arc::clone(&store),
+        runtime,
+        images,
+        prober,
+        pulls,
+    );
+    // Without a pod network there are no pod IPs to route or serve Services to.
+    let _services = if cfg.pod_network == network::PodNetworkMode::Cni {
+        let sn = service_network::ServiceNetworkConfig {
+            node_name: cfg.node_name.clone(),
+            services: cfg.service_proxy,
+            dns_listen: cfg.cluster_dns_listen,
+        };
+        Some(
+            service_network::start(Arc::clone(&store), sn, kubelet.network())
+                .map_err(AgentError::Other)?,
+        )
+    } else {
+        None
+    };
     tracing::info!(
         node = %cfg.node_name,
         manifests = %cfg.manifests_dir.display(),

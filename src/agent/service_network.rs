@@ -2,13 +2,15 @@
 //! the network map the hub sent (kept in the agent's store, see [`super::api_pods`]), so both go
 //! on working while the hub is out of reach and across agent restarts.
 //!
-//! Owns: one thread that applies each new map to the Service rules ([`crate::network::proxy`])
-//! and the DNS server's data ([`crate::network::dns`]), and re-applies the rules every
-//! [`REPAIR_EVERY`] in case something flushed them. Must not touch: pods and their network
-//! namespaces (that is [`super::network`]), or the map's contents.
+//! Owns: one thread that hands each new map to the pod network (this node's pod CIDR, routes
+//! to the other nodes' pods: [`super::network`]), the Service rules ([`crate::network::proxy`])
+//! and the DNS server ([`crate::network::dns`]), and checks every [`REPAIR_EVERY`] that the
+//! rules are still loaded. Must not touch: pods and their network namespaces, or the map's
+//! contents.
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::network::PodNetwork;
 use crate::network::NetworkMap;
 use crate::network::dns::{DnsConfig, DnsHandle, DnsServer};
 use crate::network::proxy::{Proxy, ProxyConfig};
@@ -20,6 +22,8 @@ pub const REPAIR_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct ServiceNetworkConfig {
     pub node_name: String,
+    /// Run the Service proxy and the DNS server; without them only the pod network gets maps.
+    pub services: bool,
     /// Where the node's DNS server listens; the proxy redirects `clusterDNS:53` to its port.
     pub dns_listen: std::net::SocketAddr,
 }
@@ -29,19 +33,25 @@ pub struct ServiceNetworkConfig {
 pub fn start(
     store: Arc<Store>,
     cfg: ServiceNetworkConfig,
+    pods: PodNetwork,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    let mut proxy_cfg = ProxyConfig::new(cfg.node_name.clone());
-    proxy_cfg.cluster_dns_port = cfg.dns_listen.port();
-    let proxy = Proxy::new(proxy_cfg).map_err(|e| format!("service proxy: {e}"))?;
-    let dns = DnsServer::start(DnsConfig::new(cfg.dns_listen))
-        .map_err(|e| format!("cluster DNS on {}: {e}", cfg.dns_listen))?;
+    let services = if cfg.services {
+        let mut proxy_cfg = ProxyConfig::new(cfg.node_name.clone());
+        proxy_cfg.cluster_dns_port = cfg.dns_listen.port();
+        let proxy = Proxy::new(proxy_cfg).map_err(|e| format!("service proxy: {e}"))?;
+        let dns = DnsServer::start(DnsConfig::new(cfg.dns_listen))
+            .map_err(|e| format!("cluster DNS on {}: {e}", cfg.dns_listen))?;
+        Some((proxy, dns))
+    } else {
+        None
+    };
     std::thread::Builder::new()
         .name("service-network".into())
-        .spawn(move || run(store, proxy, dns))
+        .spawn(move || run(store, pods, services))
         .map_err(|e| format!("service network thread: {e}"))
 }
 
-fn run(store: Arc<Store>, mut proxy: Proxy, dns: DnsHandle) {
+fn run(store: Arc<Store>, pods: PodNetwork, mut services: Option<(Proxy, DnsHandle)>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -68,7 +78,10 @@ fn run(store: Arc<Store>, mut proxy: Proxy, dns: DnsHandle) {
             {
                 Ok(Some(m)) => {
                     let m = Arc::new(m);
-                    dns.set_map(Arc::clone(&m));
+                    pods.set_map(&m);
+                    if let Some((_, dns)) = &services {
+                        dns.set_map(Arc::clone(&m));
+                    }
                     map = Some(m);
                 }
                 Ok(None) => {}
@@ -76,7 +89,7 @@ fn run(store: Arc<Store>, mut proxy: Proxy, dns: DnsHandle) {
             }
             last_text = text;
         }
-        if let Some(m) = &map {
+        if let (Some(m), Some((proxy, _))) = (&map, services.as_mut()) {
             match proxy.apply(m) {
                 Ok(report) if !report.unchanged => {
                     tracing::info!(
@@ -99,5 +112,7 @@ fn run(store: Arc<Store>, mut proxy: Proxy, dns: DnsHandle) {
             let _ = tokio::time::timeout(Duration::from_millis(500), committed.changed()).await;
         });
     }
-    dns.stop();
+    if let Some((_, dns)) = services {
+        dns.stop();
+    }
 }

@@ -82,6 +82,14 @@ pub struct AgentArgs {
     /// This node's pod CIDR (e.g. 10.42.0.0/24), overriding the one the hub assigns.
     #[arg(long = "pod-cidr", value_name = "CIDR")]
     pub pod_cidr: Option<String>,
+    /// Do not run the Service proxy and the cluster DNS server on this node (they run only with
+    /// `--pod-network cni`).
+    #[arg(long = "disable-service-proxy")]
+    pub disable_service_proxy: bool,
+    /// Where the node's cluster DNS server listens; the Service rules send the cluster DNS
+    /// address's port 53 there.
+    #[arg(long = "cluster-dns-listen", value_name = "ADDR", default_value = "0.0.0.0:10053")]
+    pub cluster_dns_listen: std::net::SocketAddr,
 }
 
 /// How a standalone agent joins a hub (not part of `edgepod up`, whose agent is in-process).
@@ -271,6 +279,8 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
             Some(c) => Some(check_cidr(&c).map_err(|e| anyhow::anyhow!("--pod-cidr {c}: {e}"))?),
             None => None,
         },
+        service_proxy: !args.disable_service_proxy,
+        cluster_dns_listen: args.cluster_dns_listen,
     };
     cfg.image_gc.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)

@@ -172,6 +172,9 @@ pub fn run_up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         // (host-local allocations are per data dir already); --pod-cidr is the own node's.
         cfg.cni_conf_dir = dir.join("cni").join("net.d");
         cfg.pod_cidr = None;
+        // They share this machine's network namespace: the own node's Service rules and DNS
+        // server serve their pods too.
+        cfg.service_proxy = false;
         extra.push(LocalAgent { cfg, labels });
     }
     let own = LocalAgent {

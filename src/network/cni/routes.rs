@@ -33,9 +33,14 @@ pub struct RouteChanges {
 
 /// The routes `map` asks of node `own`: pod CIDR → gateway, for every other node with both.
 pub fn wanted(map: &NetworkMap, own: &str) -> BTreeMap<String, String> {
+    // Nodes at this node's own address (`edgepod up --extra-node`) share its network namespace
+    // and its bridge: their pods are reached directly, and a route via ourselves would replace
+    // the bridge's own route to their subnet.
+    let own_address = map.node(own).map(|n| n.address.as_str());
     map.nodes
         .iter()
         .filter(|n| n.name != own && !n.pod_cidr.is_empty())
+        .filter(|n| Some(n.address.as_str()) != own_address)
         .filter(|n| n.address.parse::<IpAddr>().is_ok())
         .map(|n| (n.pod_cidr.clone(), n.address.clone()))
         .collect()
