@@ -240,11 +240,18 @@ impl Proxy {
         Ok(())
     }
 
-    /// Removes every table, chain and jump of ours (also what a previous process left).
-    pub fn cleanup(&mut self) -> Result<(), ProxyError> {
+    /// Makes the next [`Proxy::apply`] load even an unchanged ruleset and re-check the
+    /// iptables jumps: for when something else may have flushed the firewall (a host firewall
+    /// reload, `nft flush ruleset`), which this process cannot see.
+    pub fn force_next_apply(&mut self) {
         self.last = None;
         self.ipt_chains = None;
         self.ipt_jumps = false;
+    }
+
+    /// Removes every table, chain and jump of ours (also what a previous process left).
+    pub fn cleanup(&mut self) -> Result<(), ProxyError> {
+        self.force_next_apply();
         match self.backend {
             Backend::Iptables => iptables::cleanup(&self.config.prefix),
             _ => nft::cleanup(&self.config.prefix),

@@ -287,6 +287,9 @@ fn proxy_clusterip_answers_then_refuses_when_not_ready() {
 
         let again = t.apply(&mut proxy, &map(vec![endpoint(B1, true)]));
         assert!(again.unchanged, "{backend}: same map reloaded: {again:?}");
+        proxy.force_next_apply();
+        let forced = t.apply(&mut proxy, &map(vec![endpoint(B1, true)]));
+        assert!(!forced.unchanged, "{backend}: {forced:?}");
 
         t.apply(&mut proxy, &map(vec![endpoint(B1, false)]));
         let start = Instant::now();
