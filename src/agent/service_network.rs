@@ -63,8 +63,11 @@ fn run(store: Arc<Store>, pods: PodNetwork, mut services: Option<(Proxy, DnsHand
         }
     };
     let mut committed = store.subscribe();
+    let mut next_repair = std::time::Instant::now() + REPAIR_EVERY;
     let mut last_text: Option<String> = None;
     let mut map: Option<Arc<NetworkMap>> = None;
+    // The rules are rendered only when the map changed, a load failed, or a repair is due.
+    let mut pending = false;
     while !super::stop_requested() {
         let text = store
             .setting(super::api_pods::NETWORK_MAP_SETTING)
@@ -83,6 +86,7 @@ fn run(store: Arc<Store>, pods: PodNetwork, mut services: Option<(Proxy, DnsHand
                         dns.set_map(Arc::clone(&m));
                     }
                     map = Some(m);
+                    pending = true;
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("the stored network map does not decode: {e}"),
@@ -90,21 +94,21 @@ fn run(store: Arc<Store>, pods: PodNetwork, mut services: Option<(Proxy, DnsHand
             last_text = text;
         }
         if let (Some(m), Some((proxy, _))) = (&map, services.as_mut()) {
-            match proxy.apply(m) {
-                Ok(report) if !report.unchanged => {
-                    tracing::info!(
-                        backend = %report.backend,
-                        rules = report.rules,
-                        services = report.service_ports,
-                        ms = report.load_time.as_secs_f64() * 1000.0,
-                        "service rules loaded"
+            if std::time::Instant::now() >= next_repair {
+                next_repair = std::time::Instant::now() + REPAIR_EVERY;
+                // Someone flushed the firewall (a `nft flush ruleset`, an iptables restart):
+                // load ours again.
+                if !proxy.is_loaded().unwrap_or(true) {
+                    tracing::warn!(
+                        "the Service rules were removed behind our back; loading them again"
                     );
-                    for w in report.warnings {
-                        tracing::warn!("service rules: {w}");
-                    }
+                    proxy.force_next_apply();
+                    pending = true;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("service rules: {e}"),
+            }
+            if pending {
+                pending = false;
+                apply(proxy, m, &mut pending);
             }
         }
         // A new map arrives as a store commit; the stop flag and repairs need a bounded wait.
@@ -114,5 +118,28 @@ fn run(store: Arc<Store>, pods: PodNetwork, mut services: Option<(Proxy, DnsHand
     }
     if let Some((_, dns)) = services {
         dns.stop();
+    }
+}
+
+/// Loads the rules for `map`; a failure leaves `pending` set so the next wake-up retries.
+fn apply(proxy: &mut Proxy, map: &NetworkMap, pending: &mut bool) {
+    match proxy.apply(map) {
+        Ok(report) if !report.unchanged => {
+            tracing::info!(
+                backend = %report.backend,
+                rules = report.rules,
+                services = report.service_ports,
+                ms = report.load_time.as_secs_f64() * 1000.0,
+                "service rules loaded"
+            );
+            for w in report.warnings {
+                tracing::warn!("service rules: {w}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("service rules: {e}");
+            *pending = true;
+        }
     }
 }
