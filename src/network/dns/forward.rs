@@ -96,7 +96,10 @@ pub async fn write_tcp_message<W: AsyncWriteExt + Unpin>(
     message: &[u8],
 ) -> std::io::Result<()> {
     let len = u16::try_from(message.len()).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "DNS message over 65535 bytes")
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "DNS message over 65535 bytes",
+        )
     })?;
     let mut framed = Vec::with_capacity(message.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());

@@ -155,7 +155,13 @@ fn validate(config: Option<&PodDNSConfig>, none_policy: bool) -> Result<(), DnsE
             ),
         ));
     }
-    for (i, opt) in config.options.as_deref().unwrap_or_default().iter().enumerate() {
+    for (i, opt) in config
+        .options
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         if opt.name.as_deref().unwrap_or_default().is_empty() {
             return Err(invalid(
                 &format!("spec.dnsConfig.options[{i}].name"),
@@ -250,7 +256,8 @@ fn invalid(field: &str, detail: String) -> DnsError {
 mod tests {
     use super::*;
 
-    const HOST: &str = "nameserver 127.0.0.53\nnameserver 192.168.1.1\nsearch lan\noptions edns0 trust-ad\n";
+    const HOST: &str =
+        "nameserver 127.0.0.53\nnameserver 192.168.1.1\nsearch lan\noptions edns0 trust-ad\n";
 
     fn pod(spec: serde_json::Value) -> Pod {
         let mut spec = spec;
@@ -278,19 +285,28 @@ mod tests {
     #[test]
     fn host_network_pods_get_the_host_file_unless_cluster_first_with_host_net() {
         let host = "search lan\nnameserver 192.168.1.1\noptions edns0 trust-ad\n";
-        assert_eq!(conf(serde_json::json!({"hostNetwork": true})).unwrap(), host);
+        assert_eq!(
+            conf(serde_json::json!({"hostNetwork": true})).unwrap(),
+            host
+        );
         assert_eq!(
             conf(serde_json::json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}))
                 .unwrap(),
             conf(serde_json::json!({})).unwrap()
         );
-        assert_eq!(conf(serde_json::json!({"dnsPolicy": "Default"})).unwrap(), host);
+        assert_eq!(
+            conf(serde_json::json!({"dnsPolicy": "Default"})).unwrap(),
+            host
+        );
     }
 
     #[test]
     fn without_cluster_dns_cluster_first_falls_back_to_default() {
         let got = resolv_conf(&pod(serde_json::json!({})), HOST, "", "cluster.local").unwrap();
-        assert_eq!(got, "search lan\nnameserver 192.168.1.1\noptions edns0 trust-ad\n");
+        assert_eq!(
+            got,
+            "search lan\nnameserver 192.168.1.1\noptions edns0 trust-ad\n"
+        );
     }
 
     #[test]
@@ -315,12 +331,23 @@ mod tests {
             "options": [{"name": "ndots", "value": "1"}]
         }}))
         .unwrap();
-        assert_eq!(got, "search a.example\nnameserver 9.9.9.9\noptions ndots:1\n");
+        assert_eq!(
+            got,
+            "search a.example\nnameserver 9.9.9.9\noptions ndots:1\n"
+        );
         let err = conf(serde_json::json!({"dnsPolicy": "None", "dnsConfig": {"searches": ["x"]}}))
             .unwrap_err();
-        assert!(err.to_string().starts_with("spec.dnsConfig.nameservers: Required value"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spec.dnsConfig.nameservers: Required value"),
+            "{err}"
+        );
         let err = conf(serde_json::json!({"dnsPolicy": "None"})).unwrap_err();
-        assert!(err.to_string().starts_with("spec.dnsConfig: Required value"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spec.dnsConfig: Required value"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -329,17 +356,24 @@ mod tests {
             "nameservers": ["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"]}}))
         .unwrap_err();
         assert!(
-            err.to_string().starts_with("spec.dnsConfig.nameservers: Invalid value")
+            err.to_string()
+                .starts_with("spec.dnsConfig.nameservers: Invalid value")
                 && err.to_string().contains("more than 3 nameservers"),
             "{err}"
         );
         let many: Vec<String> = (0..33).map(|i| format!("d{i}.example")).collect();
         let err = conf(serde_json::json!({"dnsConfig": {"searches": many}})).unwrap_err();
-        assert!(err.to_string().contains("more than 32 search paths"), "{err}");
-        let long: Vec<String> = (0..30).map(|i| format!("{}{i}.example", "x".repeat(63))).collect();
+        assert!(
+            err.to_string().contains("more than 32 search paths"),
+            "{err}"
+        );
+        let long: Vec<String> = (0..30)
+            .map(|i| format!("{}{i}.example", "x".repeat(63)))
+            .collect();
         let err = conf(serde_json::json!({"dnsConfig": {"searches": long}})).unwrap_err();
         assert!(
-            err.to_string().starts_with("spec.dnsConfig.searches: Invalid value")
+            err.to_string()
+                .starts_with("spec.dnsConfig.searches: Invalid value")
                 && err.to_string().contains("2048 characters"),
             "{err}"
         );
@@ -349,7 +383,11 @@ mod tests {
             "spec.dnsConfig.nameservers[0]: Invalid value: \"dns\": must be a valid IP address"
         );
         let err = conf(serde_json::json!({"dnsPolicy": "Cluster"})).unwrap_err();
-        assert!(err.to_string().starts_with("spec.dnsPolicy: Unsupported value"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spec.dnsPolicy: Unsupported value"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -362,6 +400,9 @@ mod tests {
             "cluster.local",
         )
         .unwrap();
-        assert_eq!(got, "nameserver 1.1.1.1\nnameserver 1.0.0.1\nnameserver 8.8.8.8\n");
+        assert_eq!(
+            got,
+            "nameserver 1.1.1.1\nnameserver 1.0.0.1\nnameserver 8.8.8.8\n"
+        );
     }
 }

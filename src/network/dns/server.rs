@@ -111,11 +111,12 @@ impl DnsHandle {
     /// Answers from `map` from now on. The index is built here, on the caller's thread; queries
     /// only wait for a pointer swap.
     pub fn set_map(&self, map: Arc<NetworkMap>) {
-        let domain = if self.shared.config.cluster_domain.is_empty() && !map.cluster_domain.is_empty() {
-            map.cluster_domain.clone()
-        } else {
-            self.shared.domain.clone()
-        };
+        let domain =
+            if self.shared.config.cluster_domain.is_empty() && !map.cluster_domain.is_empty() {
+                map.cluster_domain.clone()
+            } else {
+                self.shared.domain.clone()
+            };
         let zone = Arc::new(Zone::new(&domain, map));
         *self
             .shared
@@ -349,7 +350,14 @@ async fn chase(shared: &Shared, zone: &Zone, target: &str, qtype: QueryType) -> 
         return Vec::new();
     };
     let upstream = &shared.config.upstream;
-    match forward(&query, upstream, shared.config.upstream_timeout, Transport::Udp).await {
+    match forward(
+        &query,
+        upstream,
+        shared.config.upstream_timeout,
+        Transport::Udp,
+    )
+    .await
+    {
         Ok(reply) => keep(wire::address_records(&reply)),
         Err(e) => {
             tracing::debug!(%target, error = %e, "dns: cannot resolve an ExternalName target");

@@ -62,8 +62,12 @@ fn start(domain: &str, upstream: Vec<SocketAddr>) -> DnsHandle {
 
 fn udp_query(server: SocketAddr, name: &str, qtype: u16) -> Vec<u8> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    socket.send_to(&build_query(0x4242, name, qtype).unwrap(), server).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+        .send_to(&build_query(0x4242, name, qtype).unwrap(), server)
+        .unwrap();
     let mut buf = vec![0u8; 65535];
     let (n, _) = socket.recv_from(&mut buf).unwrap();
     buf.truncate(n);
@@ -72,7 +76,9 @@ fn udp_query(server: SocketAddr, name: &str, qtype: u16) -> Vec<u8> {
 
 fn tcp_query(server: SocketAddr, name: &str, qtype: u16) -> Vec<u8> {
     let mut stream = TcpStream::connect(server).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let query = build_query(0x4343, name, qtype).unwrap();
     let mut framed = (query.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&query);
@@ -142,7 +148,11 @@ fn dns_server_answers_cluster_names_over_udp() {
     assert_eq!((r.rcode, r.authoritative), (RCODE::NoError, true));
     assert_eq!(r.answers, vec!["A 10.43.0.20"]);
 
-    let r = reply(&udp_query(addr, "myservice.default.svc.cluster.local", AAAA));
+    let r = reply(&udp_query(
+        addr,
+        "myservice.default.svc.cluster.local",
+        AAAA,
+    ));
     assert_eq!(r.rcode, RCODE::NoError);
     assert!(r.answers.is_empty());
 
@@ -150,13 +160,24 @@ fn dns_server_answers_cluster_names_over_udp() {
     assert_eq!(r.rcode, RCODE::NameError);
     assert_eq!(r.authority, vec!["SOA cluster.local ttl 5"]);
 
-    let r = reply(&udp_query(addr, "_http._tcp.myservice.default.svc.cluster.local", SRV));
-    assert_eq!(r.answers, vec!["SRV 0 100 80 myservice.default.svc.cluster.local"]);
+    let r = reply(&udp_query(
+        addr,
+        "_http._tcp.myservice.default.svc.cluster.local",
+        SRV,
+    ));
+    assert_eq!(
+        r.answers,
+        vec!["SRV 0 100 80 myservice.default.svc.cluster.local"]
+    );
 
     let r = reply(&udp_query(addr, "20.0.43.10.in-addr.arpa", PTR));
     assert_eq!(r.answers, vec!["PTR myservice.default.svc.cluster.local"]);
 
-    let r = reply(&udp_query(addr, "10-42-7-3.many.default.svc.cluster.local", A));
+    let r = reply(&udp_query(
+        addr,
+        "10-42-7-3.many.default.svc.cluster.local",
+        A,
+    ));
     assert_eq!(r.answers, vec!["A 10.42.7.3"]);
 
     // A new map is answered from at once.
@@ -169,7 +190,9 @@ fn dns_server_answers_cluster_names_over_udp() {
 
     // Garbage gets FORMERR, and the server keeps serving.
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     socket.send_to(&[0xab, 0xcd, 1, 2, 3], addr).unwrap();
     let mut buf = [0u8; 512];
     let n = socket.recv(&mut buf).unwrap();
@@ -257,5 +280,8 @@ fn dns_server_reports_a_taken_port() {
     })
     .err()
     .unwrap();
-    assert!(err.to_string().starts_with("cannot listen for DNS on"), "{err}");
+    assert!(
+        err.to_string().starts_with("cannot listen for DNS on"),
+        "{err}"
+    );
 }

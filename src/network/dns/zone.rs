@@ -123,7 +123,10 @@ impl Zone {
         let mut namespaces = HashSet::new();
         let mut reverse: HashMap<IpAddr, Vec<String>> = HashMap::new();
         for (i, svc) in map.services.iter().enumerate() {
-            let (ns, name) = (svc.namespace.to_ascii_lowercase(), svc.name.to_ascii_lowercase());
+            let (ns, name) = (
+                svc.namespace.to_ascii_lowercase(),
+                svc.name.to_ascii_lowercase(),
+            );
             let svc_name = format!("{name}.{ns}.svc.{domain}");
             if let Some(ip) = cluster_ip(svc) {
                 reverse.entry(ip).or_default().push(svc_name.clone());
@@ -176,16 +179,18 @@ impl Zone {
             // Corefile does (`fallthrough in-addr.arpa ip6.arpa`): the host's own addresses
             // and the LAN's have PTRs there.
             return match self.reverse.get(&ip) {
-                Some(targets) => Lookup::Answer(if matches!(qtype, QueryType::Ptr | QueryType::Any) {
-                    self.found(
-                        targets
-                            .iter()
-                            .map(|t| record(&name, RecordData::Ptr(t.clone())))
-                            .collect(),
-                    )
-                } else {
-                    self.nodata()
-                }),
+                Some(targets) => {
+                    Lookup::Answer(if matches!(qtype, QueryType::Ptr | QueryType::Any) {
+                        self.found(
+                            targets
+                                .iter()
+                                .map(|t| record(&name, RecordData::Ptr(t.clone())))
+                                .collect(),
+                        )
+                    } else {
+                        self.nodata()
+                    })
+                }
                 None => Lookup::Forward,
             };
         }
@@ -357,7 +362,13 @@ impl Zone {
     }
 
     /// `EP.SVC.NS.svc.DOMAIN`: a ready endpoint by its hostname or its dashed IP.
-    fn endpoint_answer(&self, name: &str, svc: &ServiceEntry, ep: &str, qtype: QueryType) -> Answer {
+    fn endpoint_answer(
+        &self,
+        name: &str,
+        svc: &ServiceEntry,
+        ep: &str,
+        qtype: QueryType,
+    ) -> Answer {
         let matching: Vec<&EndpointEntry> = ready(svc)
             .filter(|e| endpoint_label(e).eq_ignore_ascii_case(ep))
             .collect();
@@ -515,7 +526,11 @@ fn dashed_ip(label: &str) -> Option<IpAddr> {
     if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(v4));
     }
-    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    label
+        .replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 /// Lowercase, no trailing dot.
@@ -658,7 +673,11 @@ mod tests {
 
     #[test]
     fn aaaa_of_a_v4_only_service_is_nodata() {
-        let a = answer(&zone(), "myservice.default.svc.cluster.local", QueryType::Aaaa);
+        let a = answer(
+            &zone(),
+            "myservice.default.svc.cluster.local",
+            QueryType::Aaaa,
+        );
         assert_eq!(a.rcode, Rcode::NoError);
         assert!(a.answers.is_empty());
         assert!(matches!(a.authority[0].data, RecordData::Soa { .. }));
@@ -679,14 +698,22 @@ mod tests {
         let a = answer(&z, "pg-2.pg.db.svc.cluster.local", QueryType::A);
         assert_eq!(a.rcode, Rcode::NxDomain);
         // Endpoints without a hostname are named by their dashed IP.
-        let a = answer(&z, "10-42-0-5.myservice.default.svc.cluster.local", QueryType::A);
+        let a = answer(
+            &z,
+            "10-42-0-5.myservice.default.svc.cluster.local",
+            QueryType::A,
+        );
         assert_eq!(data(&a), vec![v4("10.42.0.5")]);
     }
 
     #[test]
     fn srv_of_a_named_port() {
         let z = zone();
-        let a = answer(&z, "_web._tcp.myservice.default.svc.cluster.local", QueryType::Srv);
+        let a = answer(
+            &z,
+            "_web._tcp.myservice.default.svc.cluster.local",
+            QueryType::Srv,
+        );
         assert_eq!(
             data(&a),
             vec![RecordData::Srv {
@@ -718,7 +745,11 @@ mod tests {
         );
         assert_eq!(a.additional.len(), 2);
         // Wrong protocol: no such name.
-        let a = answer(&z, "_web._udp.myservice.default.svc.cluster.local", QueryType::Srv);
+        let a = answer(
+            &z,
+            "_web._udp.myservice.default.svc.cluster.local",
+            QueryType::Srv,
+        );
         assert_eq!(a.rcode, Rcode::NxDomain);
         // SRV of the Service name itself: every port.
         let a = answer(&z, "myservice.default.svc.cluster.local", QueryType::Srv);
@@ -740,7 +771,9 @@ mod tests {
         let a = answer(&z, "20.0.43.10.in-addr.arpa", QueryType::Ptr);
         assert_eq!(
             data(&a),
-            vec![RecordData::Ptr("myservice.default.svc.cluster.local".into())]
+            vec![RecordData::Ptr(
+                "myservice.default.svc.cluster.local".into()
+            )]
         );
         let a = answer(&z, "7.1.42.10.in-addr.arpa.", QueryType::Ptr);
         assert_eq!(
@@ -748,7 +781,10 @@ mod tests {
             vec![RecordData::Ptr("pg-0.pg.db.svc.cluster.local".into())]
         );
         // Unknown addresses are the upstream's business.
-        assert_eq!(z.lookup("1.1.168.192.in-addr.arpa", QueryType::Ptr), Lookup::Forward);
+        assert_eq!(
+            z.lookup("1.1.168.192.in-addr.arpa", QueryType::Ptr),
+            Lookup::Forward
+        );
     }
 
     #[test]
