@@ -16,6 +16,23 @@ use crate::network::dns::{DnsConfig, DnsHandle, DnsServer};
 use crate::network::proxy::{Proxy, ProxyConfig};
 use crate::store::Store;
 
+/// The store setting that tells pods' resolv.conf where the cluster DNS is: written while this
+/// node serves it, removed when it does not.
+pub const CLUSTER_DNS_SETTING: &str = "cluster-dns";
+
+/// Where this node's pods send DNS queries, and the cluster domain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterDns {
+    pub ip: String,
+    pub domain: String,
+}
+
+/// The cluster DNS this node serves, if it serves one.
+pub fn cluster_dns(store: &Store) -> Option<ClusterDns> {
+    let text = store.setting(CLUSTER_DNS_SETTING).ok()??;
+    serde_json::from_str(&text).ok()
+}
+
 /// How often the rules are rendered and compared even when no new map came.
 pub const REPAIR_EVERY: Duration = Duration::from_secs(30);
 
@@ -39,8 +56,11 @@ pub fn start(
         let mut proxy_cfg = ProxyConfig::new(cfg.node_name.clone());
         proxy_cfg.cluster_dns_port = cfg.dns_listen.port();
         let proxy = Proxy::new(proxy_cfg).map_err(|e| format!("service proxy: {e}"))?;
-        let dns = DnsServer::start(DnsConfig::new(cfg.dns_listen))
-            .map_err(|e| format!("cluster DNS on {}: {e}", cfg.dns_listen))?;
+        let dns = DnsServer::start(DnsConfig {
+            listen: cfg.dns_listen,
+            ..DnsConfig::default()
+        })
+        .map_err(|e| format!("cluster DNS on {}: {e}", cfg.dns_listen))?;
         Some((proxy, dns))
     } else {
         None
@@ -63,6 +83,9 @@ fn run(store: Arc<Store>, pods: PodNetwork, mut services: Option<(Proxy, DnsHand
         }
     };
     let mut committed = store.subscribe();
+    if services.is_none() {
+        let _ = store.write(|tx| tx.set_setting(CLUSTER_DNS_SETTING, ""));
+    }
     let mut next_repair = std::time::Instant::now() + REPAIR_EVERY;
     let mut last_text: Option<String> = None;
     let mut map: Option<Arc<NetworkMap>> = None;
@@ -84,6 +107,20 @@ fn run(store: Arc<Store>, pods: PodNetwork, mut services: Option<(Proxy, DnsHand
                     pods.set_map(&m);
                     if let Some((_, dns)) = &services {
                         dns.set_map(Arc::clone(&m));
+                        let wanted = (!m.cluster_dns.is_empty()).then(|| ClusterDns {
+                            ip: m.cluster_dns.clone(),
+                            domain: m.cluster_domain.clone(),
+                        });
+                        if wanted != cluster_dns(&store) {
+                            let text = wanted
+                                .and_then(|w| serde_json::to_string(&w).ok())
+                                .unwrap_or_default();
+                            if let Err(e) =
+                                store.write(|tx| tx.set_setting(CLUSTER_DNS_SETTING, &text))
+                            {
+                                tracing::warn!("recording the cluster DNS address: {e}");
+                            }
+                        }
                     }
                     map = Some(m);
                     pending = true;

@@ -44,14 +44,24 @@ impl PodVolumes {
     /// CreateContainerConfigError.
     pub fn prepare(pod: &Pod, pod_dir: &Path, store: &Arc<Store>) -> Result<PodVolumes, String> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        Self::prepare_with(pod, pod_dir, ConfigObjects::load(store, ns))
+        let dns = super::service_network::cluster_dns(store);
+        Self::prepare_in(pod, pod_dir, ConfigObjects::load(store, ns), dns.as_ref())
     }
 
-    /// [`PodVolumes::prepare`] with the ConfigMaps and Secrets at hand.
+    /// [`PodVolumes::prepare`] with the ConfigMaps and Secrets at hand, and no cluster DNS.
     pub fn prepare_with(
         pod: &Pod,
         pod_dir: &Path,
         config: ConfigObjects,
+    ) -> Result<PodVolumes, String> {
+        Self::prepare_in(pod, pod_dir, config, None)
+    }
+
+    fn prepare_in(
+        pod: &Pod,
+        pod_dir: &Path,
+        config: ConfigObjects,
+        dns: Option<&super::service_network::ClusterDns>,
     ) -> Result<PodVolumes, String> {
         let spec = pod.spec.clone().unwrap_or_default();
         let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
@@ -119,7 +129,8 @@ impl PodVolumes {
             };
             sources.insert(v.name.clone(), path);
         }
-        write_etc_files(pod, pod_dir).map_err(|e| format!("pod /etc files: {e}"))?;
+        let resolv = pod_resolv_conf(pod, dns)?;
+        write_etc_files(pod, pod_dir, &resolv).map_err(|e| format!("pod /etc files: {e}"))?;
         Ok(PodVolumes {
             pod_dir: pod_dir.to_path_buf(),
             sources,
@@ -398,7 +409,34 @@ fn check_host_path(field: &str, path: &Path, kind: &str) -> Result<(), String> {
     }
 }
 
-fn write_etc_files(pod: &Pod, pod_dir: &Path) -> std::io::Result<()> {
+/// The pod's resolv.conf: the kubelet's for its dnsPolicy when this node serves the cluster
+/// DNS, else the host's (without systemd-resolved's stub, which a pod cannot reach).
+fn pod_resolv_conf(
+    pod: &Pod,
+    dns: Option<&super::service_network::ClusterDns>,
+) -> Result<String, String> {
+    let host = crate::network::dns::host_resolv::host_text();
+    match dns {
+        Some(d) => crate::network::dns::resolv_conf(pod, &host, &d.ip, &d.domain)
+            .map_err(|e| e.to_string()),
+        None => {
+            let host_network = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false);
+            Ok(["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
+                .iter()
+                .find_map(|p| {
+                    let s = fs::read_to_string(p).ok()?;
+                    (host_network || !s.contains("127.0.0.53")).then_some(s)
+                })
+                .unwrap_or_default())
+        }
+    }
+}
+
+fn write_etc_files(pod: &Pod, pod_dir: &Path, resolv: &str) -> std::io::Result<()> {
     let etc = pod_dir.join("etc");
     fs::create_dir_all(&etc)?;
     let host_network = pod
@@ -421,14 +459,6 @@ fn write_etc_files(pod: &Pod, pod_dir: &Path) -> std::io::Result<()> {
     };
     write_if_changed(&etc.join("hosts"), hosts.as_bytes())?;
     write_if_changed(&etc.join("hostname"), format!("{hostname}\n").as_bytes())?;
-    // Like the kubelet, skip systemd-resolved's stub: 127.0.0.53 is unreachable from a pod.
-    let resolv = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
-        .iter()
-        .find_map(|p| {
-            let s = fs::read_to_string(p).ok()?;
-            (host_network || !s.contains("127.0.0.53")).then_some(s)
-        })
-        .unwrap_or_default();
     write_if_changed(&etc.join("resolv.conf"), resolv.as_bytes())
 }
 

@@ -88,7 +88,11 @@ pub struct AgentArgs {
     pub disable_service_proxy: bool,
     /// Where the node's cluster DNS server listens; the Service rules send the cluster DNS
     /// address's port 53 there.
-    #[arg(long = "cluster-dns-listen", value_name = "ADDR", default_value = "0.0.0.0:10053")]
+    #[arg(
+        long = "cluster-dns-listen",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:10053"
+    )]
     pub cluster_dns_listen: std::net::SocketAddr,
 }
 
