@@ -123,8 +123,21 @@ impl Devices {
             lines[lines.len().saturating_sub(25)..].join("\n")
         };
         let d = self.dir.path();
+        let routes = |ns: &Netns| {
+            let o = ns
+                .cmd("sh")
+                .args([
+                    "-c",
+                    "ip -4 route; sysctl net.ipv4.ip_forward; nft list ruleset",
+                ])
+                .output();
+            o.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
         format!(
-            "\n--- hub ---\n{}\n--- node-a ---\n{}\n--- node-b ---\n{}",
+            "\n--- routes A ---\n{}\n--- routes B ---\n{}\n--- hub ---\n{}\n--- node-a ---\n{}\n--- node-b ---\n{}",
+            routes(&self.a),
+            routes(&self.b),
             tail(&d.join("hub/hub.log")),
             tail(&d.join("node-a/agent.log")),
             tail(&d.join("node-b/agent.log"))
@@ -243,16 +256,28 @@ impl Devices {
             d.agents.push(p);
         }
         for n in ["node-a", "node-b"] {
-            d.wait_for(&format!("{n} Ready with a pod CIDR"), 90, || {
-                let o = d.out(&[
+            let mut last = String::new();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                last = d.out(&[
                     "get",
                     "node",
                     n,
                     "-o",
                     "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}",
                 ]);
-                o.starts_with("True 10.42.").then_some(())
-            });
+                if last.starts_with("True 10.42.") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{n} not Ready with a pod CIDR: {last:?}\n{}{}",
+                    d.out(&["get", "nodes", "-o", "wide"]),
+                    d.logs()
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let _ = last;
         }
         d
     }
@@ -328,10 +353,10 @@ fn pods_on_two_devices_reach_each_other_by_pod_ip_and_through_a_service() {
             "exec",
             "client",
             "--",
+            "timeout",
+            "5",
             "wget",
             "-qO-",
-            "-T",
-            "3",
             &format!("http://{web_ip}:8080/"),
         ]);
         o.contains("hello-from-b").then_some(o)
@@ -349,10 +374,10 @@ fn pods_on_two_devices_reach_each_other_by_pod_ip_and_through_a_service() {
             "exec",
             "client",
             "--",
+            "timeout",
+            "5",
             "wget",
             "-qO-",
-            "-T",
-            "3",
             &format!("http://{vip}/"),
         ])
         .contains("hello-from-b")
@@ -367,10 +392,10 @@ fn pods_on_two_devices_reach_each_other_by_pod_ip_and_through_a_service() {
                 "exec",
                 "client",
                 "--",
+                "timeout",
+                "5",
                 "wget",
                 "-qO-",
-                "-T",
-                "3",
                 "http://web.default.svc.cluster.local/",
             ])
             .contains("hello-from-b")

@@ -132,8 +132,16 @@ impl Hub {
             Some(BrokerChoice::External(url)) => Some(url.clone()),
             Some(BrokerChoice::Embedded(listen)) => match self.embedded_broker(*listen).await {
                 Ok(b) => {
+                    // Loopback when it listens everywhere; its own address when it listens on
+                    // one (a broker on 192.168.1.10 is not on 127.0.0.1).
+                    let ip = b.local_addr().ip();
+                    let host = if ip.is_unspecified() {
+                        "127.0.0.1".to_string()
+                    } else {
+                        ip.to_string()
+                    };
                     let url = crate::fleet::mqtt::client::BrokerUrl {
-                        host: "127.0.0.1".into(),
+                        host,
                         port: b.local_addr().port(),
                         tls: true,
                     };
