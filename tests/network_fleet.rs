@@ -256,10 +256,9 @@ impl Devices {
             d.agents.push(p);
         }
         for n in ["node-a", "node-b"] {
-            let mut last = String::new();
             let deadline = Instant::now() + Duration::from_secs(90);
             loop {
-                last = d.out(&[
+                let last = d.out(&[
                     "get",
                     "node",
                     n,
@@ -277,7 +276,6 @@ impl Devices {
                 );
                 std::thread::sleep(Duration::from_millis(300));
             }
-            let _ = last;
         }
         d
     }
