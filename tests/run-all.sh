@@ -18,10 +18,14 @@ need_apt=()
 for pair in busybox:busybox-static skopeo:skopeo umoci:umoci crun:crun runc:runc curl:curl \
             qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static file:file \
             mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
-            docker-registry:docker-registry htpasswd:apache2-utils; do
+            docker-registry:docker-registry htpasswd:apache2-utils \
+            nft:nftables iptables:iptables ip:iproute2 nsenter:util-linux; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# The CNI plugins the pod network tests run (Debian installs them under /usr/lib/cni).
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/portmap ] \
+  || need_apt+=(containernetworking-plugins)
 # busybox-static specifically: the image fixture copies /bin/busybox into a scratch rootfs.
 if [ -x /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
   need_apt+=(busybox-static)
