@@ -4,6 +4,8 @@
 //!   and create → start → exit → cleanup of a `true` container through the runtime, next to
 //!   `runc run` and `crun run` of the same rootfs bundle.
 //! - `pull`: a cold registry pull next to `skopeo copy` (see `bench_pull`).
+//! - `network`: CNI ADD per pod, Service rule updates, VIP throughput next to the pod IP (see
+//!   `bench_network`).
 //! - `memory`: RSS and PSS of an idle agent with N running pods, shims included.
 
 use std::fs;
@@ -77,6 +79,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
     },
+    /// The pod network in a scratch network namespace: CNI ADD per pod, Service rule updates
+    /// after a readiness flip (nftables and iptables), HTTP throughput through a Service VIP
+    /// next to the pod IP.
+    Network {
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+        #[arg(long, default_value_t = 100)]
+        services: usize,
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        /// MiB per HTTP GET in the throughput runs.
+        #[arg(long, default_value_t = 1024)]
+        mb: u64,
+    },
     /// A cold pull of a ~50 MB image from a local docker-registry over loopback, next to
     /// `skopeo copy` of the same image: median times, their ratio, the puller's peak RSS.
     Pull {
@@ -120,6 +136,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             idle_seconds,
         } => super::bench_fleet::run(nodes, idle_seconds),
         BenchCommand::Broker { clients, messages } => super::bench_broker::run(clients, messages),
+        BenchCommand::Network {
+            pods,
+            services,
+            endpoints,
+            mb,
+        } => super::bench_network::run(pods, services, endpoints, mb),
         BenchCommand::Pull {
             size_mb,
             layers,

@@ -6,6 +6,7 @@ mod bench;
 mod bench_api;
 mod bench_broker;
 mod bench_fleet;
+mod bench_network;
 mod bench_pull;
 mod bench_scheduler;
 mod describe;
