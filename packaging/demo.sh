@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 DATA=${EDGEPOD_DATA_DIR:-/var/lib/edgepod-demo}
 MANIFESTS=${EDGEPOD_MANIFESTS:-$DATA/manifests}
 missing=()
-for pair in busybox:busybox-static skopeo:skopeo umoci:umoci; do
+for pair in busybox:busybox-static skopeo:skopeo umoci:umoci nft:nftables ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# Pods get their IPs from the standard CNI plugins (bridge, host-local, portmap).
+[ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -27,6 +29,10 @@ echo "  export KUBECONFIG=$DATA/kubeconfig   # kubectl from 'pip install kubectl
 echo "  kubectl get nodes,pods -o wide; kubectl logs web-$NODE -c writer"
 echo "  kubectl run hello --image=busybox -- sh -c 'while true; do date; sleep 5; done'"
 echo "  kubectl create deployment web2 --image=busybox --replicas=2 -- sleep 3600; kubectl get deploy,rs,pods"
+echo "  kubectl expose deployment web2 --port=80; kubectl get svc,endpoints"
 echo "  kubectl create job pi --image=busybox -- sh -c 'echo \$((6*7))'; kubectl logs job/pi"
 echo "  $BIN --data-dir $DATA get pods   # the node's own view, no hub needed"
-exec "$BIN" --data-dir "$DATA" up --listen "0.0.0.0:${EDGEPOD_PORT:-6443}" --manifests "$MANIFESTS" --node-name "$NODE"
+# The demo keeps its CNI configuration in its data dir, away from any other runtime's in
+# /etc/cni/net.d.
+exec "$BIN" --data-dir "$DATA" up --listen "0.0.0.0:${EDGEPOD_PORT:-6443}" --manifests "$MANIFESTS" --node-name "$NODE" \
+  --cni-conf-dir "$DATA/cni/net.d"
