@@ -80,8 +80,12 @@ struct Devices {
     _hub: Proc,
     a: Netns,
     b: Netns,
+    /// Between A and B when they are on different segments.
+    _router: Option<Netns>,
     dir: tempfile::TempDir,
     api: String,
+    /// B's address.
+    b_ip: &'static str,
 }
 
 impl Devices {
@@ -159,31 +163,65 @@ impl Devices {
         }
     }
 
-    fn start() -> Devices {
+    /// A and B on one segment (a cable between them), or, `routed`, each on its own segment
+    /// with a router between them.
+    fn start(routed: bool) -> Devices {
         let dir = tempfile::Builder::new()
             .prefix("edgepod-devices")
             .tempdir_in("/var/tmp")
             .expect("tempdir");
-        let a = Netns::new("a");
-        let b = Netns::new("b");
-        // The cable between the two devices.
-        let (va, vb) = (
-            format!("epa{}", std::process::id() % 100000),
-            format!("epb{}", std::process::id() % 100000),
-        );
-        sh(&format!("ip link add {va} type veth peer name {vb}"));
-        sh(&format!(
-            "ip link set {va} netns {} && ip link set {vb} netns {}",
-            a.0, b.0
-        ));
-        sh(&format!(
-            "ip -n {} addr add 192.168.77.1/24 dev {va} && ip -n {} link set {va} up",
-            a.0, a.0
-        ));
-        sh(&format!(
-            "ip -n {} addr add 192.168.77.2/24 dev {vb} && ip -n {} link set {vb} up",
-            b.0, b.0
-        ));
+        // Both tests run in one process at once: names carry the test's letter besides the pid.
+        let t = if routed { "r" } else { "l" };
+        let a = Netns::new(&format!("{t}a"));
+        let b = Netns::new(&format!("{t}b"));
+        let id = std::process::id() % 100000;
+        let (va, vb) = (format!("e{t}a{id}"), format!("e{t}b{id}"));
+        let router = if routed {
+            let r = Netns::new(&format!("{t}r"));
+            let (ra, rb) = (format!("e{t}ra{id}"), format!("e{t}rb{id}"));
+            sh(&format!("ip link add {va} type veth peer name {ra}"));
+            sh(&format!("ip link add {vb} type veth peer name {rb}"));
+            sh(&format!(
+                "ip link set {va} netns {a} && ip link set {vb} netns {b} && ip link set {ra} netns {r} && ip link set {rb} netns {r}",
+                a = a.0,
+                b = b.0,
+                r = r.0
+            ));
+            sh(&format!(
+                "ip -n {r} addr add 192.168.77.254/24 dev {ra} && ip -n {r} addr add 192.168.88.254/24 dev {rb} && ip -n {r} link set {ra} up && ip -n {r} link set {rb} up && ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1",
+                r = r.0
+            ));
+            sh(&format!(
+                "ip -n {a} addr add 192.168.77.1/24 dev {va} && ip -n {a} link set {va} up && ip -n {a} route add default via 192.168.77.254",
+                a = a.0
+            ));
+            sh(&format!(
+                "ip -n {b} addr add 192.168.88.2/24 dev {vb} && ip -n {b} link set {vb} up && ip -n {b} route add default via 192.168.88.254",
+                b = b.0
+            ));
+            Some(r)
+        } else {
+            // The cable between the two devices.
+            sh(&format!("ip link add {va} type veth peer name {vb}"));
+            sh(&format!(
+                "ip link set {va} netns {} && ip link set {vb} netns {}",
+                a.0, b.0
+            ));
+            sh(&format!(
+                "ip -n {} addr add 192.168.77.1/24 dev {va} && ip -n {} link set {va} up",
+                a.0, a.0
+            ));
+            sh(&format!(
+                "ip -n {} addr add 192.168.77.2/24 dev {vb} && ip -n {} link set {vb} up",
+                b.0, b.0
+            ));
+            None
+        };
+        let b_ip = if routed {
+            "192.168.88.2"
+        } else {
+            "192.168.77.2"
+        };
         let hub_dir = dir.path().join("hub");
         std::fs::create_dir_all(&hub_dir).expect("hub dir");
         let api = "https://192.168.77.1:6443".to_string();
@@ -206,8 +244,10 @@ impl Devices {
             _hub: hub,
             a,
             b,
+            _router: router,
             dir,
             api,
+            b_ip,
         };
         d.wait_for("the hub's API", 60, || {
             d.kubectl(&["get", "nodes"]).status.success().then_some(())
@@ -310,7 +350,18 @@ impl Devices {
 
 #[test]
 fn pods_on_two_devices_reach_each_other_by_pod_ip_and_through_a_service() {
-    let d = Devices::start();
+    two_devices(false);
+}
+
+/// The devices are on different segments: host-gw cannot work, the VXLAN overlay carries the
+/// pods' packets.
+#[test]
+fn pods_on_two_devices_behind_a_router_reach_each_other_through_the_overlay() {
+    two_devices(true);
+}
+
+fn two_devices(routed: bool) {
+    let d = Devices::start(routed);
     let manifest = |name: &str, node: &str, cmd: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, '{cmd}']\n"
@@ -344,7 +395,29 @@ fn pods_on_two_devices_reach_each_other_by_pod_ip_and_through_a_service() {
         .and_then(|r| r.split('=').next())
         .expect("web's IP")
         .to_string();
-    assert!(ips.contains("=192.168.77.2"), "web's host IP is B's: {ips}");
+    assert!(
+        ips.contains(&format!("={}", d.b_ip)),
+        "web's host IP is B's: {ips}"
+    );
+    // The route to B's pods: through the overlay when B is behind the router, direct otherwise.
+    let routes =
+        d.a.cmd("ip")
+            .args(["-4", "-o", "route"])
+            .output()
+            .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let to_b = routes
+        .lines()
+        .find(|l| l.contains("proto 237"))
+        .unwrap_or_default();
+    if routed {
+        assert!(
+            to_b.contains("dev edgepod.1") && to_b.contains("onlink"),
+            "{routes}"
+        );
+    } else {
+        assert!(to_b.contains(&format!("via {}", d.b_ip)), "{routes}");
+    }
     // Across the cable, pod IP to pod IP: no NAT between pods, so the address is the pod's own.
     let body = d.wait_for("client on A fetching from web on B by pod IP", 60, || {
         let o = d.out(&[

@@ -230,13 +230,27 @@ pub(crate) fn container_ref(
     }
 }
 
-/// The node's address as pods see it: the first non-loopback IPv4 of an interface that is up.
+/// The node's address (its InternalIP, and what hostNetwork pods see): the source address of
+/// the default route, as the kubelet picks it, else the first IPv4 of an interface that is up,
+/// skipping loopback and edgepod's own pod bridge and overlay devices (their addresses are the
+/// pods' gateways, not the node's).
 pub fn host_ip() -> String {
+    // Connecting a UDP socket sends nothing; it only asks the kernel for the route's source.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr());
+    if let Ok(addr) = probe
+        && !addr.ip().is_unspecified()
+        && !addr.ip().is_loopback()
+    {
+        return addr.ip().to_string();
+    }
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
                 || a.flags
                     .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+                || a.interface_name.starts_with("edgepod")
             {
                 continue;
             }

@@ -26,6 +26,7 @@ pub mod error;
 pub mod exec;
 pub mod result;
 pub mod routes;
+pub mod vxlan;
 
 pub use attach::{Cni, PodRef, PortMapping};
 pub use cache::Attachment;

@@ -5,11 +5,9 @@
 //! Why host-gw is the default: edge devices of one site share an L2 segment (one switch, one
 //! Wi-Fi), where a plain route is all it takes. No encapsulation (no MTU loss, no per-packet
 //! work, which matters on a Pi's CPU), no kernel module beyond what every kernel has, nothing to
-//! configure. Its limit: the next hop must be directly reachable. Nodes on different segments
-//! (behind routers, across sites) need an overlay, VXLAN or WireGuard, which edgepod does not
-//! have yet: it needs a tunnel device per node, the peers' tunnel endpoints (and WireGuard
-//! public keys) in the [`crate::network::NetworkMap`], and routes via the tunnel instead of via
-//! the address. Until then such nodes' pods reach each other only through NodePorts.
+//! configure. Its limit: the next hop must be directly reachable. A node behind a router (another
+//! segment, another site) is reached through the VXLAN overlay instead ([`super::vxlan`]), chosen
+//! per peer by asking the kernel whether the peer's address needs a gateway.
 //!
 //! Every route this module makes carries [`ROUTE_PROTOCOL`], so routes to nodes that left the
 //! map are found and removed without touching anyone else's.
@@ -18,7 +16,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::Command;
 
-use super::CniError;
+use super::{CniError, vxlan};
 use crate::network::NetworkMap;
 
 /// edgepod's route protocol number (`proto 237` in `ip route`), free in iproute2's rt_protos.
@@ -50,26 +48,46 @@ pub fn wanted(map: &NetworkMap, own: &str) -> BTreeMap<String, String> {
 /// forwarding when there is another node to route to (a node routes its pods' packets; the
 /// bridge plugin turns it on too once a pod is attached).
 pub fn sync(map: &NetworkMap, own: &str) -> Result<RouteChanges, CniError> {
-    let want = wanted(map, own);
-    if !want.is_empty() {
+    let peers = wanted(map, own);
+    if !peers.is_empty() {
         enable_forwarding()?;
+    }
+    // A peer the kernel reaches without a gateway gets a plain route; one behind a router is
+    // reached through the VXLAN overlay, via its VTEP (see [`super::vxlan`]).
+    let mut want: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    for (cidr, address) in &peers {
+        if vxlan::directly_reachable(address) {
+            want.insert(cidr.clone(), (address.clone(), false));
+        } else if let Some(vtep) = vxlan::vtep_ip(cidr) {
+            want.insert(cidr.clone(), (vtep.to_string(), true));
+        }
+    }
+    let overlay = want.values().any(|(_, tunnel)| *tunnel);
+    if overlay {
+        let own_node = map.node(own).ok_or_else(|| CniError::Route {
+            cidr: "(overlay)".into(),
+            message: format!("node {own} is not in the network map"),
+        })?;
+        vxlan::ensure_device(&own_node.pod_cidr, &own_node.address)?;
+        for (cidr, (_, tunnel)) in &want {
+            if *tunnel {
+                vxlan::add_peer(cidr, &peers[cidr])?;
+            }
+        }
     }
     let have = ours()?;
     let mut changes = RouteChanges::default();
-    for (cidr, via) in &want {
+    for (cidr, (via, tunnel)) in &want {
         if have.get(cidr) == Some(via) {
             continue;
         }
-        ip(&[
-            "route",
-            "replace",
-            cidr,
-            "via",
-            via,
-            "proto",
-            &ROUTE_PROTOCOL.to_string(),
-        ])
-        .map_err(|message| CniError::Route {
+        let proto = ROUTE_PROTOCOL.to_string();
+        let mut args = vec!["route", "replace", cidr.as_str(), "via", via.as_str()];
+        if *tunnel {
+            args.extend(["dev", vxlan::DEVICE, "onlink"]);
+        }
+        args.extend(["proto", proto.as_str()]);
+        ip(&args).map_err(|message| CniError::Route {
             cidr: cidr.clone(),
             message,
         })?;
@@ -82,7 +100,11 @@ pub fn sync(map: &NetworkMap, own: &str) -> Result<RouteChanges, CniError> {
                 message,
             }
         })?;
+        vxlan::remove_peer(cidr);
         changes.removed.push(cidr.clone());
+    }
+    if !overlay {
+        vxlan::remove_device();
     }
     Ok(changes)
 }
