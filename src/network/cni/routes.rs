@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::process::Command;
 
 use super::{CniError, vxlan};
 use crate::network::NetworkMap;
@@ -153,18 +152,7 @@ fn enable_forwarding() -> Result<(), CniError> {
 }
 
 fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("running ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    vxlan::run("ip", args)
 }
 
 #[cfg(test)]

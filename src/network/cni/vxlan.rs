@@ -151,7 +151,9 @@ pub fn remove_peer(peer_cidr: &str) {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
+/// Runs `program` (`ip`, `bridge`) and returns its output; the error names the command and
+/// carries its stderr. Shared with [`super::routes`].
+pub(super) fn run(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)
         .args(args)
         .output()
