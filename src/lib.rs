@@ -9,6 +9,7 @@
 //! - [`runtime`]: pod sandboxes and containers, run in-process through youki's `libcontainer`.
 //! - [`fleet`]: the hub↔node interface and its carriers.
 //! - [`network`]: pod IPs through CNI, Services through nftables/iptables, cluster DNS.
+//! - [`host`]: what this machine is (board, disk, GPU) and whether it can run edgepod.
 //! - [`apiserver`]: the hub's Kubernetes-compatible HTTP API.
 //! - [`controllers`], [`scheduler`]: the hub's control loops.
 //! - [`roles`]: hub, agent and `up` assembled from the subsystems.
@@ -22,6 +23,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod controllers;
 pub mod fleet;
+pub mod host;
 pub mod image;
 pub mod network;
 pub mod roles;
