@@ -132,7 +132,8 @@ prepare_libcontainer() {
 build_one() {
     local arch="$1" triple start end
     triple="$(triple_of "$arch")"
-    local args=(zigbuild --release --target "$triple" --bin edgepod)
+    # --no-default-features: the device binary leaves out `edgepod bench` (see Cargo.toml).
+    local args=(zigbuild --release --target "$triple" --bin edgepod --no-default-features)
     local env=(CARGO_TARGET_DIR="$CROSS_DIR")
     if [ "$arch" = armv7 ]; then
         prepare_libcontainer

@@ -81,6 +81,7 @@ pub enum InternalCommand {
     /// `bench broker`, which needs its memory and CPU apart). Prints
     /// `listening ADDR anon-before-kib N` (its RssAnon before the broker started) once it
     /// accepts connections.
+    #[cfg(feature = "bench")]
     Broker {
         #[arg(long)]
         listen: std::net::SocketAddr,
@@ -159,6 +160,7 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
         InternalCommand::Pause { ns_file } => {
             ExitCode::from(crate::runtime::sandbox::pause_main(&ns_file) as u8)
         }
+        #[cfg(feature = "bench")]
         InternalCommand::Broker { listen, max_queued } => match broker(listen, max_queued) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -171,6 +173,7 @@ pub fn run(cmd: InternalCommand) -> ExitCode {
     }
 }
 
+#[cfg(feature = "bench")]
 fn broker(listen: std::net::SocketAddr, max_queued: usize) -> anyhow::Result<()> {
     use crate::fleet::mqtt::broker::{self, BrokerConfig};
     use std::io::Write;

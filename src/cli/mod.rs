@@ -2,12 +2,19 @@
 //! into messages. The only place `anyhow` is used; everything below returns typed errors.
 
 mod agent;
+#[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "bench")]
 mod bench_api;
+#[cfg(feature = "bench")]
 mod bench_broker;
+#[cfg(feature = "bench")]
 mod bench_fleet;
+#[cfg(feature = "bench")]
 mod bench_network;
+#[cfg(feature = "bench")]
 mod bench_pull;
+#[cfg(feature = "bench")]
 mod bench_scheduler;
 mod describe;
 mod get;
@@ -65,6 +72,7 @@ pub enum Command {
     #[command(subcommand)]
     Image(image::ImageCommand),
     /// Speed and memory figures next to peers (runc, crun).
+    #[cfg(feature = "bench")]
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Diagnostics that touch real subsystems.
@@ -90,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Describe(args) => describe::run(&cli.data_dir, args),
         Command::Logs(args) => logs::run(&cli.data_dir, args),
         Command::Image(cmd) => image::run(&cli.data_dir, cmd),
+        #[cfg(feature = "bench")]
         Command::Bench(cmd) => bench::run(cmd),
         Command::Debug(cmd) => internal::debug(&cli.data_dir, cmd),
         Command::Internal(internal::InternalCommand::Join(args)) => {

@@ -91,7 +91,8 @@ pub enum StoreError {
     #[error("store: invalid object: {0}")]
     Invalid(String),
     #[error(
-        "store {path}: schema version {found} is newer than this edgepod supports ({supported}); upgrade edgepod"
+        "store {path}: schema version {found} is newer than this edgepod {version} supports ({supported}): a newer edgepod wrote it, and this one refuses to run on it rather than corrupt it; install that newer edgepod again (downgrades across a store schema change are not supported)",
+        version = env!("CARGO_PKG_VERSION")
     )]
     SchemaTooNew {
         path: String,

@@ -17,11 +17,19 @@ pub struct Node {
     pub agent: Option<Child>,
     /// More `edgepod agent` flags, kept across agent restarts.
     pub agent_args: Vec<String>,
+    /// The binary the agent runs from, when not the one cargo built (the upgrade test's
+    /// "installed" copy).
+    pub agent_bin: Option<PathBuf>,
 }
 
 impl Node {
     /// A data dir with the busybox image imported and an agent running on it.
     pub fn start() -> Node {
+        Node::start_with_bin(None)
+    }
+
+    /// As [`Node::start`], the agent running from `agent_bin` when given.
+    pub fn start_with_bin(agent_bin: Option<PathBuf>) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("edgepod-test")
             .tempdir_in("/var/tmp")
@@ -31,6 +39,7 @@ impl Node {
             dir,
             agent: None,
             agent_args: Vec::new(),
+            agent_bin,
         };
         let (oci, _) = super::fixtures::busybox_archives();
         let out = node.edgepod(&["image", "import", oci.to_str().unwrap()]);
@@ -57,6 +66,7 @@ impl Node {
             dir,
             agent: None,
             agent_args,
+            agent_bin: None,
         };
         node.start_agent();
         node
@@ -76,7 +86,11 @@ impl Node {
             .append(true)
             .open(self.data().join("agent.log"))
             .unwrap();
-        let child = Command::new(bin())
+        let program = self
+            .agent_bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(bin()));
+        let child = Command::new(program)
             .arg("--data-dir")
             .arg(self.data())
             .args([
@@ -109,6 +123,17 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGTERMs the agent, as `systemctl stop`/`restart` with KillMode=process does, and waits
+    /// for it to exit; containers keep running.
+    pub fn stop_agent(&mut self) -> std::process::ExitStatus {
+        let mut c = self.agent.take().expect("an agent is running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        c.wait().unwrap()
     }
 
     pub fn edgepod(&self, args: &[&str]) -> Output {
