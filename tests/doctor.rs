@@ -409,3 +409,51 @@ fn a_data_dir_not_created_yet_is_judged_by_its_parent() {
         "doctor must not create the data dir"
     );
 }
+
+/// The network down, a broker that never answers: a private network namespace with only
+/// loopback, whose firewall drops the SYNs to the broker's port. Every network check is
+/// bounded, so the whole run stays near the 2 s connect limit.
+#[test]
+fn a_silent_broker_times_out_in_two_seconds() {
+    let data = tempfile::tempdir_in("/var/tmp").unwrap();
+    let boards = tempfile::tempdir().unwrap();
+    let script = format!(
+        "ip link set lo up && iptables -A INPUT -p tcp --dport 9 -j DROP && exec {} \
+         --data-dir {} doctor -o json --server 127.0.0.1:9 --board-config-dir {} \
+         --private-registry /nonexistent/registries.yaml",
+        env!("CARGO_BIN_EXE_edgepod"),
+        data.path().display(),
+        boards.path().display()
+    );
+    let start = Instant::now();
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .env_remove("EDGEPOD_TOKEN")
+        .output()
+        .unwrap();
+    let elapsed = start.elapsed();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let b = check(&report, "broker");
+    assert_eq!(b["status"], "fail", "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 2 s"),
+        "{b}"
+    );
+    // No route and no DNS server in here: a warning, at once.
+    let r = check(&report, "registry");
+    assert_eq!(r["status"], "warn", "{r}");
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(3500),
+        "{elapsed:?}"
+    );
+}

@@ -45,13 +45,13 @@ pub fn check(root: &Path) -> Check {
 }
 
 /// Whether the kernel clock is disciplined, and its estimated maximum error in microseconds.
-fn kernel_sync_state() -> (bool, i64) {
+fn kernel_sync_state() -> (bool, libc::c_long) {
     // SAFETY: timex is plain data; all-zero (modes = 0) asks adjtimex to read, not to set.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a timex this function owns.
     let state = unsafe { libc::adjtimex(&mut tx) };
     let synced = state >= 0 && state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0;
-    (synced, i64::from(tx.maxerror))
+    (synced, tx.maxerror)
 }
 
 /// The first NTP client found among the processes in `root`'s `/proc`.
