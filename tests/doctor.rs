@@ -457,3 +457,78 @@ fn a_silent_broker_times_out_in_two_seconds() {
         "{elapsed:?}"
     );
 }
+
+/// A Raspberry Pi OS (Bullseye) host with the memory controller off, as a fixture tree under
+/// the hidden --host-root (no such board here): /proc/cgroups, mountinfo and cmdline.
+#[test]
+fn a_pi_with_memory_cgroup_disabled_from_a_fixture_root() {
+    let root = tempfile::tempdir().unwrap();
+    let proc = root.path().join("proc");
+    std::fs::create_dir_all(proc.join("self")).unwrap();
+    std::fs::write(
+        proc.join("cgroups"),
+        "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t60\t1\ncpuacct\t2\t60\t1\n\
+         memory\t0\t70\t0\npids\t3\t60\t1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        proc.join("self/mountinfo"),
+        "21 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n\
+         24 21 0:22 / /sys/fs/cgroup ro shared:4 - tmpfs tmpfs ro,mode=755\n\
+         25 24 0:23 / /sys/fs/cgroup/unified rw shared:5 - cgroup2 cgroup2 rw,nsdelegate\n\
+         28 24 0:26 / /sys/fs/cgroup/cpu,cpuacct rw shared:9 - cgroup cgroup rw,cpu,cpuacct\n\
+         29 24 0:27 / /sys/fs/cgroup/pids rw shared:10 - cgroup cgroup rw,pids\n",
+    )
+    .unwrap();
+    std::fs::write(
+        proc.join("cmdline"),
+        "coherent_pool=1M 8250.nr_uarts=0 console=tty1 root=PARTUUID=1234-02 rootfstype=ext4 \
+         fsck.repair=yes rootwait cgroup_disable=memory\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.path().join("proc/sys/kernel")).unwrap();
+    std::fs::write(
+        root.path().join("proc/sys/kernel/osrelease"),
+        "5.10.103-v7l+\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (run, report) = json(data.path(), &["--host-root", root.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert_eq!(status(&report, "kernel"), "pass");
+    assert!(
+        check(&report, "kernel")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("5.10.103-v7l+")
+    );
+    assert!(
+        check(&report, "cgroup-version")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1 hybrid")
+    );
+    let mem = check(&report, "cgroup-memory");
+    assert_eq!(mem["status"], "fail", "{mem}");
+    let m = mem["message"].as_str().unwrap();
+    assert!(
+        m.contains("disabled") && m.contains("cgroup_disable=memory"),
+        "{m}"
+    );
+    assert!(
+        mem["fix"]
+            .as_str()
+            .unwrap()
+            .contains("cgroup_enable=memory cgroup_memory=1"),
+        "{mem}"
+    );
+    assert!(
+        mem["fix"]
+            .as_str()
+            .unwrap()
+            .contains("/boot/firmware/cmdline.txt"),
+        "{mem}"
+    );
+    assert_eq!(status(&report, "cgroup-cpu"), "pass");
+    assert_eq!(status(&report, "cgroup-pids"), "pass");
+}
