@@ -17,6 +17,7 @@ mod bench_pull;
 #[cfg(feature = "bench")]
 mod bench_scheduler;
 mod describe;
+mod doctor;
 mod get;
 mod hub_token;
 mod image;
@@ -68,6 +69,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Print a container's logs.
     Logs(logs::LogsArgs),
+    /// Check that this host can run edgepod and print what to fix (exit code 1 on any fail).
+    Doctor(doctor::DoctorArgs),
     /// Manage the local image store.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
             hub_token::join(&cli.data_dir, args)
         }
         Command::Internal(cmd) => return internal::run(cmd),
+        Command::Doctor(args) => return doctor::run(&cli.data_dir, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
