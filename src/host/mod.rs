@@ -5,7 +5,8 @@
 //! Owns: reading `/proc`, `/sys` and the device tree to describe the host, always under a root
 //! directory the caller passes (`/` on a device, a fixture tree in tests).
 //!
-//! Must not touch: the store, the runtime, the fleet link or the network. The agent turns what
+//! Must not touch: the store, the runtime, the fleet link or the network subsystem (doctor only
+//! dials the addresses it is given, to tell whether they answer). The agent turns what
 //! this subsystem finds into Node labels and allocatable resources; this subsystem never builds
 //! a Node itself.
 
