@@ -21,6 +21,7 @@ pub mod container_spec;
 pub mod env;
 pub mod image_gc;
 pub mod image_pull;
+pub mod liveness;
 pub mod metrics;
 pub mod network;
 pub mod node;
@@ -191,8 +192,11 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     while !STOP.load(Ordering::SeqCst) {
         reaper::reap_all();
         kubelet.sync_once();
+        liveness::beat(&cfg.node_name);
         let deadline = std::time::Instant::now() + cfg.sync_period;
         while !STOP.load(Ordering::SeqCst) {
+            // Waiting is progress too: a long --sync-period must not look like a hang.
+            liveness::beat(&cfg.node_name);
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;

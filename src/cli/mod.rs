@@ -16,6 +16,7 @@ mod bench_network;
 mod bench_pull;
 #[cfg(feature = "bench")]
 mod bench_scheduler;
+pub mod config_file;
 mod describe;
 mod doctor;
 mod get;
@@ -48,6 +49,11 @@ pub struct Cli {
         default_value = "/var/lib/edgepod"
     )]
     pub data_dir: PathBuf,
+
+    /// Flag settings for every command (`data-dir: …`, `node-labels: …`); flags and their
+    /// environment variables win over it. Default: /etc/edgepod/config.yaml when it exists.
+    #[arg(long, global = true, env = "EDGEPOD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -87,7 +93,12 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // First, while this is the only thread: systemd's variables are for this process only.
+    crate::roles::notify::take_from_env();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     init_tracing(&cli.command);
     let result = match cli.command {
         Command::Agent(args) => agent::run(&cli.data_dir, args),
@@ -117,6 +128,27 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line with the configuration file's settings ([`config_file`]) under it.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let first = Cli::command().get_matches_from(&argv);
+    let (argv, applied) = config_file::apply(&Cli::command(), &first, &argv).map_err(|e| {
+        eprintln!("error: {}", error_chain(&e));
+        ExitCode::FAILURE
+    })?;
+    let parsed = Cli::command()
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.map_err(|e| {
+        let _ = e.print();
+        if let Some(path) = applied.path.filter(|_| !applied.args.is_empty()) {
+            eprintln!("(with settings from {})", path.display());
+        }
+        ExitCode::from(2)
+    })
 }
 
 /// The error and its causes on one line, skipping a cause its parent's message already quotes.

@@ -2,11 +2,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::Context;
 use clap::Args;
 
 use super::agent::{AgentArgs, config};
-use crate::roles::hub::{Hub, HubConfig};
+use crate::roles::hub::HubConfig;
 use crate::roles::up::LocalAgent;
 
 #[derive(Args, Debug)]
@@ -138,14 +137,7 @@ fn hub_config(data_dir: &Path, args: HubArgs) -> anyhow::Result<HubConfig> {
 }
 
 pub fn run_hub(data_dir: &Path, args: HubArgs) -> anyhow::Result<()> {
-    crate::agent::install_stop_signals()?;
-    let hub = Hub::open(hub_config(data_dir, args)?)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
-    runtime.block_on(hub.run(crate::roles::up::stop_signal()))?;
+    crate::roles::hub::run(hub_config(data_dir, args)?)?;
     Ok(())
 }
 

@@ -32,6 +32,7 @@ pub fn run(
     labels: BTreeMap<String, String>,
     hub: Option<RemoteHub>,
 ) -> Result<(), AgentError> {
+    let _notify = super::notify::supervise(probes(&cfg.node_name, hub.is_some()));
     let Some(hub) = hub else {
         return agent::run(cfg);
     };
@@ -84,4 +85,24 @@ pub fn run(
         .join()
         .map_err(|_| AgentError::Other("the agent thread panicked".into()))?;
     linked.and(ran)
+}
+
+/// Ready once the reconcile loop has made its first pass (not once the hub answers: a node
+/// runs its pods without one); alive while that loop beats.
+fn probes(node: &str, joined: bool) -> super::notify::Probes {
+    let (a, b, c) = (node.to_string(), node.to_string(), node.to_string());
+    super::notify::Probes {
+        ready: Box::new(move || agent::liveness::since(&a).is_some()),
+        alive: Box::new(move |timeout| {
+            let age = agent::liveness::since(&b).unwrap_or(Duration::MAX);
+            super::notify::check_beats([("the reconcile loop", age)], timeout)
+        }),
+        status: Box::new(move || {
+            if joined {
+                format!("node {c}: reconciling, joined to its hub")
+            } else {
+                format!("node {c}: reconciling static pods")
+            }
+        }),
+    }
 }

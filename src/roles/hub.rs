@@ -2,6 +2,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::apiserver::rest::ApiState;
 use crate::controllers::horizontal::{MetricsSource, PodCpu};
@@ -75,6 +76,8 @@ pub struct Hub {
     /// Once [`Hub::run`] has set up the fleet link: the broker nodes reach it on (`None`: no
     /// link, only in-process nodes). Nodes hosted in this process wait for it.
     fleet_url: tokio::sync::watch::Sender<Option<Option<BrokerUrl>>>,
+    /// True once the API listens and the admin kubeconfig is written.
+    serving: tokio::sync::watch::Sender<bool>,
 }
 
 use crate::fleet::mqtt::client::BrokerUrl;
@@ -111,6 +114,7 @@ impl Hub {
             metrics: MetricsRegistry::new(),
             cfg,
             fleet_url: tokio::sync::watch::Sender::new(None),
+            serving: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -218,12 +222,18 @@ impl Hub {
             &self.cfg.data_dir,
             &self.cfg.tls_sans,
             shutdown,
+            &self.serving,
         )
         .await
     }
 }
 
 impl Hub {
+    /// Whether the API serves (see [`Hub::run`]); for readiness reports.
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+
     /// Resolves once [`Hub::run`] has set up the fleet link: the broker URL nodes use, or
     /// `None` when the hub has no link.
     pub async fn fleet_url(&self) -> Option<BrokerUrl> {
@@ -269,6 +279,7 @@ async fn serve(
     data_dir: &Path,
     sans: &[String],
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    serving: &tokio::sync::watch::Sender<bool>,
 ) -> Result<(), HubError> {
     use crate::apiserver::{auth, kubeconfig, tls};
     let pki = tls::load_or_create(data_dir, sans).map_err(|e| HubError::Setup(e.to_string()))?;
@@ -304,6 +315,80 @@ async fn serve(
         ))
         // After the layer: the join token, not a bearer token, authenticates these.
         .merge(crate::apiserver::join::router(data_dir.to_path_buf()));
+    // The listener is bound, so connections queue until the server below accepts them.
+    serving.send_replace(true);
     tls::serve(listener, Some(pki.server_config), app, shutdown).await;
     Ok(())
+}
+
+/// `edgepod hub`: the hub alone until SIGTERM or SIGINT, telling systemd when the API serves.
+pub fn run(cfg: HubConfig) -> Result<(), HubError> {
+    crate::agent::install_stop_signals().map_err(|e| HubError::Setup(e.to_string()))?;
+    let hub = Hub::open(cfg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| HubError::Setup(format!("tokio: {e}")))?;
+    let tokio_beat = super::notify::Heartbeat::default();
+    let _notify = super::notify::supervise(probes(&hub, &tokio_beat, Vec::new()));
+    runtime.block_on(async {
+        tokio_beat.tick_on_tokio(Duration::from_millis(250));
+        hub.run(super::up::stop_signal()).await
+    })
+}
+
+/// Readiness and liveness of a hub and the agents hosted beside it (`edgepod up`): ready when
+/// the API serves and every local node has made its first reconcile pass and the hub holds it
+/// as Ready; alive while the tokio runtime runs tasks and every local agent loop beats.
+pub fn probes(
+    hub: &Hub,
+    tokio_beat: &super::notify::Heartbeat,
+    nodes: Vec<String>,
+) -> super::notify::Probes {
+    let serving = hub.serving();
+    let store = Arc::clone(&hub.store);
+    let ready_nodes = nodes.clone();
+    let alive_nodes = nodes.clone();
+    let beat = tokio_beat.clone();
+    let listen = hub.cfg.listen;
+    super::notify::Probes {
+        ready: Box::new(move || {
+            *serving.borrow()
+                && ready_nodes
+                    .iter()
+                    .all(|n| crate::agent::liveness::since(n).is_some() && node_ready(&store, n))
+        }),
+        alive: Box::new(move |timeout| {
+            let agents = alive_nodes.iter().map(|n| {
+                (
+                    n.as_str(),
+                    crate::agent::liveness::since(n).unwrap_or(Duration::MAX),
+                )
+            });
+            super::notify::check_beats(
+                std::iter::once(("the hub's tokio runtime", beat.age())).chain(agents),
+                timeout,
+            )
+        }),
+        status: Box::new(move || match nodes.first() {
+            Some(n) => format!("API on {listen}; node {n} Ready"),
+            None => format!("API on {listen}"),
+        }),
+    }
+}
+
+/// True when the hub's Node `name` has condition Ready=True.
+fn node_ready(store: &Store, name: &str) -> bool {
+    let Ok(Some(node)) = store.get("Node", "", name) else {
+        return false;
+    };
+    node.pointer("/status/conditions")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(serde_json::Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(serde_json::Value::as_str) == Some("True")
+            })
+        })
 }

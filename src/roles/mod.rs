@@ -7,4 +7,5 @@
 pub mod agent;
 pub mod hub;
 pub mod local_link;
+pub mod notify;
 pub mod up;

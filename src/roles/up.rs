@@ -78,6 +78,7 @@ pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> 
     let hub = Hub::open(hub_cfg)?;
     let hub_side: Arc<dyn HubLink> = HubSide::new(Arc::clone(&hub.store), Arc::clone(&hub.metrics));
     let mut started = Vec::new();
+    let node_names: Vec<String> = agents.iter().map(|a| a.cfg.node_name.clone()).collect();
     for a in agents {
         let agent_store = Arc::new(Store::open_in(&a.cfg.data_dir).map_err(Box::new)?);
         let runtime = crate::runtime::Runtime::new(&a.cfg.data_dir, a.cfg.log_rotation)
@@ -108,7 +109,10 @@ pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> 
         threads.push(thread);
         local.push((agent_store, streams, report));
     }
+    let tokio_beat = super::notify::Heartbeat::default();
+    let _notify = super::notify::supervise(super::hub::probes(&hub, &tokio_beat, node_names));
     let result = tokio_rt.block_on(async {
+        tokio_beat.tick_on_tokio(Duration::from_millis(250));
         // Local nodes join over the hub's own broker like any device once it is up: the same
         // link, the same checks. Only a hub without a broker links them in-process.
         let links = async {
