@@ -4,10 +4,12 @@
 #
 #   aarch64 -> aarch64-unknown-linux-musl      (Pi 3/4/5, Zero 2 W on a 64-bit OS)
 #   armv7   -> armv7-unknown-linux-musleabihf  (Pi 2/3/4, Zero 2 W on a 32-bit OS)
+#   x86_64  -> x86_64-unknown-linux-musl       (amd64 mini PCs, VMs, CI; alias: amd64)
 #
-# usage: cross/build.sh [aarch64|armv7|all]      (default: all)
+# usage: cross/build.sh [aarch64|armv7|x86_64|amd64|all]      (default: all three)
 #
-# Results: target/cross/dist/edgepod-<arch>. Fails if a binary is not statically
+# Results: target/cross/dist/edgepod-<arch> (amd64 is written as edgepod-x86_64,
+# the name `uname -m` gives, which packaging/install.sh looks for). Fails if a binary is not statically
 # linked, not stripped, or bigger than the size budget (12 MiB).
 #
 # Environment:
@@ -34,17 +36,19 @@ triple_of() {
     case "$1" in
         aarch64) echo aarch64-unknown-linux-musl ;;
         armv7) echo armv7-unknown-linux-musleabihf ;;
+        x86_64) echo x86_64-unknown-linux-musl ;;
         *) return 1 ;;
     esac
 }
 
 case "${1:-all}" in
-    aarch64 | armv7) ARCHES=("$1") ;;
-    all) ARCHES=(aarch64 armv7) ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown architecture '$1' (expected aarch64, armv7 or all)" ;;
+    aarch64 | armv7 | x86_64) ARCHES=("$1") ;;
+    amd64) ARCHES=(x86_64) ;;
+    all) ARCHES=(aarch64 armv7 x86_64) ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown architecture '$1' (expected aarch64, armv7, x86_64 (amd64) or all)" ;;
 esac
-[ $# -le 1 ] || die "too many arguments (usage: cross/build.sh [aarch64|armv7|all])"
+[ $# -le 1 ] || die "too many arguments (usage: cross/build.sh [aarch64|armv7|x86_64|amd64|all])"
 
 # --- prerequisites ----------------------------------------------------------
 check_prereqs() {
@@ -68,6 +72,10 @@ check_prereqs() {
                 aarch64)
                     grep -qx aarch64-unknown-linux-musl <<<"$targets" \
                         || missing+=("Rust std for aarch64 (rustup target add aarch64-unknown-linux-musl)")
+                    ;;
+                x86_64)
+                    grep -qx x86_64-unknown-linux-musl <<<"$targets" \
+                        || missing+=("Rust std for x86_64 musl (rustup target add x86_64-unknown-linux-musl)")
                     ;;
                 armv7)
                     # No prebuilt std for this target in our toolchain: it is
