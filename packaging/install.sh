@@ -105,11 +105,11 @@ sctl() {
     if [ -n "$ROOT" ]; then systemctl --root="$ROOT" "$@"; else systemctl "$@"; fi
 }
 
-# The value of a top-level KEY in config.yaml when set (uncommented), quotes and a trailing
-# comment removed.
+# The value of KEY in config.yaml when set (uncommented, block style, at the top or in a
+# command's map such as `agent:`), quotes and a trailing comment removed.
 config_value() {
     [ -r "$CONFIG" ] || return 0
-    sed -n "s/^$1:[[:space:]]*//p" "$CONFIG" | tail -n 1 |
+    sed -n "s/^[[:space:]]*$1:[[:space:]]*//p" "$CONFIG" | tail -n 1 |
         sed -e 's/[[:space:]][[:space:]]*#.*$//' -e 's/[[:space:]]*$//' \
             -e "s/^\"\(.*\)\"\$/\1/" -e "s/^'\(.*\)'\$/\1/"
 }
