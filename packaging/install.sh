@@ -134,7 +134,7 @@ uninstall() {
         sctl disable --quiet $UNITS 2>/dev/null || true
     fi
     for unit in $UNITS; do rm -f "$ROOT/lib/systemd/system/$unit"; done
-    systemd_running && systemctl daemon-reload || true
+    if systemd_running; then systemctl daemon-reload || true; fi
     rm -f "$ROOT/usr/bin/edgepod"
     rm -rf "$ROOT/usr/share/edgepod" "$ROOT/usr/share/doc/edgepod"
     say "removed edgepod's binary, units and board configs"

@@ -15,6 +15,8 @@
 # even on failure. An /etc/edgepod or /var/lib/edgepod that was here before is moved aside
 # for the test and put back afterwards; an installed edgepod package stops the test.
 set -uo pipefail
+# `COND && pass ... || fail ...` is used on purpose: pass always succeeds.
+# shellcheck disable=SC2015
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CROSS_DIR="${EDGEPOD_CROSS_DIR:-$ROOT/target/cross}"
@@ -84,8 +86,8 @@ trap cleanup EXIT
 
 # dpkg, waiting for the lock when another dpkg or apt holds it (builders share this machine).
 dpkg_run() {
-    local i
-    for i in $(seq 1 60); do
+    local _
+    for _ in $(seq 1 60); do
         if dpkg "$@" </dev/null >"$TMP/dpkg.log" 2>&1; then return 0; fi
         grep -q 'lock' "$TMP/dpkg.log" || return 1
         sleep 2
