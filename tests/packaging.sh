@@ -14,9 +14,11 @@
 # Leaves nothing installed: the package is purged and install.sh's files removed on exit,
 # even on failure. An /etc/edgepod or /var/lib/edgepod that was here before is moved aside
 # for the test and put back afterwards; an installed edgepod package stops the test.
-set -uo pipefail
+#
 # `COND && pass ... || fail ...` is used on purpose: pass always succeeds.
+
 # shellcheck disable=SC2015
+set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CROSS_DIR="${EDGEPOD_CROSS_DIR:-$ROOT/target/cross}"
