@@ -48,7 +48,7 @@ case "${1:-all}" in
     aarch64 | armv7 | x86_64) ARCHES=("$1") ;;
     amd64) ARCHES=(x86_64) ;;
     all) ARCHES=(aarch64 armv7 x86_64) ;;
-    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown architecture '$1' (expected aarch64, armv7, x86_64 (amd64) or all)" ;;
 esac
 [ $# -le 1 ] || die "too many arguments (usage: cross/build.sh [aarch64|armv7|x86_64|amd64|all])"
