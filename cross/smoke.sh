@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke-test the cross-built binaries under qemu user-mode emulation.
 #
-# usage: cross/smoke.sh [aarch64|armv7|all]      (default: all)
+# usage: cross/smoke.sh [aarch64|armv7|x86_64|amd64|all]      (default: all three)
 #
 # Runs target/cross/dist/edgepod-<arch> (built by cross/build.sh) with:
 #   --version                                 prints "edgepod <Cargo.toml version>"
@@ -11,7 +11,8 @@
 #
 # Environment: EDGEPOD_CROSS_DIR as for cross/build.sh.
 # Needs qemu-aarch64-static / qemu-arm-static (Debian: qemu-user-static);
-# binfmt_misc is not needed, the emulator is invoked explicitly.
+# binfmt_misc is not needed, the emulator is invoked explicitly. x86_64 runs natively on an
+# x86_64 machine (elsewhere under qemu-x86_64-static).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,15 +21,18 @@ DIST="$CROSS_DIR/dist"
 VERSION="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
 
 case "${1:-all}" in
-    aarch64 | armv7) ARCHES=("$1") ;;
-    all) ARCHES=(aarch64 armv7) ;;
-    *) echo "usage: cross/smoke.sh [aarch64|armv7|all]" >&2; exit 2 ;;
+    aarch64 | armv7 | x86_64) ARCHES=("$1") ;;
+    amd64) ARCHES=(x86_64) ;;
+    all) ARCHES=(aarch64 armv7 x86_64) ;;
+    *) echo "usage: cross/smoke.sh [aarch64|armv7|x86_64|amd64|all]" >&2; exit 2 ;;
 esac
 
+# The emulator for ARCH, or `env` where this machine runs it natively.
 qemu_of() {
     case "$1" in
         aarch64) echo qemu-aarch64-static ;;
         armv7) echo qemu-arm-static ;;
+        x86_64) if [ "$(uname -m)" = x86_64 ]; then echo env; else echo qemu-x86_64-static; fi ;;
     esac
 }
 

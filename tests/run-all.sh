@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need when missing, then runs
-# formatting, clippy, every test and the cross builds with their qemu smoke tests. Run as root.
+# formatting, clippy, every test, the cross builds with their qemu smoke tests and the packaging
+# test (.deb packages and install.sh). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,8 @@ for pair in busybox:busybox-static skopeo:skopeo umoci:umoci crun:crun runc:runc
             qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static file:file \
             mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
             docker-registry:docker-registry htpasswd:apache2-utils \
-            nft:nftables iptables:iptables ip:iproute2 nsenter:util-linux; do
+            nft:nftables iptables:iptables ip:iproute2 nsenter:util-linux \
+            systemd-analyze:systemd dpkg-deb:dpkg; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -46,6 +48,7 @@ rustup component list --installed | grep -q '^rust-src' || rustup component add 
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup target list --installed | grep -q '^aarch64-unknown-linux-musl$' || rustup target add aarch64-unknown-linux-musl
+rustup target list --installed | grep -q '^x86_64-unknown-linux-musl$' || rustup target add x86_64-unknown-linux-musl
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -56,8 +59,11 @@ cargo clippy --all-targets -- -D warnings
 say "cargo test"
 cargo test --all-targets 2>&1
 
-say "cross builds (aarch64, armv7) and qemu smoke tests"
+say "cross builds (aarch64, armv7, x86_64) and smoke tests (qemu for the ARM ones)"
 cross/build.sh all
 cross/smoke.sh
+
+say "packages: .deb for arm64, armhf, amd64, dpkg -i on this machine, install.sh"
+tests/packaging.sh
 
 say "all tests passed"
