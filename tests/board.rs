@@ -217,29 +217,26 @@ fn broken_config(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, Pat
 
 #[test]
 fn a_malformed_board_config_names_its_file_and_field() {
-    let cases: Vec<(Box<dyn FnOnce(String) -> String>, &str)> = vec![
+    // (text in rpi4b.yaml, replaced by, what the error must name), the first occurrence only.
+    let cases = [
         // A misspelt field deep inside.
         (
-            Box::new(|t| t.replacen("kubeReserved: {cpu: 100m", "kubeReserved: {cpus: 100m", 1)),
+            "kubeReserved: {cpu: 100m",
+            "kubeReserved: {cpus: 100m",
             "unknown field `cpus`",
         ),
         // A misspelt top-level field.
+        ("labels:", "lables:", "unknown field `lables`"),
         (
-            Box::new(|t| t.replace("labels:", "lables:")),
-            "unknown field `lables`",
-        ),
-        (
-            Box::new(|t| t.replace("memory: 96Mi", "memory: lots")),
+            "memory: 96Mi",
+            "memory: lots",
             "reserved[0].kubeReserved.memory",
         ),
-        (
-            Box::new(|t| t.replace("check: cgroup-memory", "check: cgroups")),
-            "kernel[0].check",
-        ),
-        (Box::new(|t| t.replace("name: rpi4b", "name: pi4")), "name"),
+        ("check: cgroup-memory", "check: cgroups", "kernel[0].check"),
+        ("name: rpi4b", "name: pi4", "name"),
     ];
-    for (edit, field) in cases {
-        let (dir, path) = broken_config(edit);
+    for (from, to, field) in cases {
+        let (dir, path) = broken_config(|t| t.replacen(from, to, 1));
         let err = board::load_catalog(dir.path()).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains(field), "{field}: {err}");

@@ -98,7 +98,7 @@ fn condition(type_: &str, status: bool, reason: &str, message: &str) -> NodeCond
 
 /// `millis` millicores as Kubernetes writes them: whole cores without a suffix.
 fn cpu_quantity(millis: u64) -> Quantity {
-    if millis.is_multiple_of(1000) {
+    if millis % 1000 == 0 {
         Quantity((millis / 1000).to_string())
     } else {
         Quantity(format!("{millis}m"))
