@@ -450,8 +450,8 @@ mod tests {
     }
 
     #[test]
-    fn a_model_prefix_beats_a_compatible_string() {
-        let generic = config("name: a\ndescription: A\nmatch: {compatible: [brcm,bcm2711]}\n");
+    fn a_model_match_beats_a_compatible_string() {
+        let generic = config("name: a\ndescription: A\nmatch: {compatible: [\"brcm,bcm2711\"]}\n");
         let pi4 = config("name: b\ndescription: B\nmatch: {models: [Raspberry Pi 4 Model B]}\n");
         let catalog = vec![generic, pi4];
         let id = Identity {
