@@ -15,6 +15,7 @@
 pub mod api_pods;
 pub mod atomic_writer;
 pub mod backoff;
+pub mod board;
 pub mod config_objects;
 pub mod config_volumes;
 pub mod container_spec;
@@ -95,6 +96,8 @@ pub struct AgentConfig {
     pub service_proxy: bool,
     /// Where the cluster DNS server listens.
     pub cluster_dns_listen: std::net::SocketAddr,
+    /// The board's labels and reserved resources, found at start.
+    pub board: board::BoardSetup,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

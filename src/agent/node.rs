@@ -1,6 +1,7 @@
 //! This node as a Kubernetes Node object: labels, capacity, conditions, addresses, nodeInfo.
 //!
-//! Owns: reading the machine (CPUs, memory, disk, kernel, OS, board model) into a Node.
+//! Owns: reading the machine (CPUs, memory, disk, kernel, OS) into a Node, with what its board
+//! adds ([`super::board`]): labels and the resources reserved from allocatable.
 //! Must not touch: the hub's copy (labels added there are merged by the hub).
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,8 +12,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::board::BoardSetup;
 use super::env::{memory_capacity, num_cpus};
 use super::status::now;
+use crate::host::board::Reserved;
 
 /// The version nodes report, in kubelet form so `kubectl get nodes` shows something familiar.
 pub const KUBELET_VERSION: &str = concat!("v1.33.0-edgepod.", env!("CARGO_PKG_VERSION"));
@@ -55,15 +58,6 @@ pub fn label_value(text: &str) -> String {
     v
 }
 
-fn board_model() -> Option<String> {
-    let raw = std::fs::read_to_string("/proc/device-tree/model")
-        .or_else(|_| std::fs::read_to_string("/sys/firmware/devicetree/base/model"))
-        .or_else(|_| std::fs::read_to_string("/sys/class/dmi/id/product_name"))
-        .ok()?;
-    let v = label_value(&raw);
-    (!v.is_empty()).then_some(v)
-}
-
 fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
@@ -102,19 +96,44 @@ fn condition(type_: &str, status: bool, reason: &str, message: &str) -> NodeCond
     }
 }
 
-/// The node's status now.
-pub fn status(data_dir: &Path, max_pods: u32) -> NodeStatus {
+/// `millis` millicores as Kubernetes writes them: whole cores without a suffix.
+fn cpu_quantity(millis: u64) -> Quantity {
+    if millis % 1000 == 0 {
+        Quantity((millis / 1000).to_string())
+    } else {
+        Quantity(format!("{millis}m"))
+    }
+}
+
+/// The node's status now; allocatable is capacity less what `reserved` keeps for the system.
+pub fn status(data_dir: &Path, max_pods: u32, reserved: Reserved) -> NodeStatus {
     let mut capacity = BTreeMap::new();
-    capacity.insert("cpu".to_string(), Quantity(num_cpus().to_string()));
+    let cpu_millis = num_cpus().max(1) as u64 * 1000;
+    let memory = memory_capacity();
+    capacity.insert("cpu".to_string(), cpu_quantity(cpu_millis));
     capacity.insert(
         "memory".to_string(),
-        Quantity(format!("{}Ki", memory_capacity() / 1024)),
+        Quantity(format!("{}Ki", memory / 1024)),
     );
     capacity.insert("pods".to_string(), Quantity(max_pods.to_string()));
     let (disk_total, disk_free) = disk(data_dir).unwrap_or((0, 0));
     capacity.insert(
         "ephemeral-storage".to_string(),
         Quantity(format!("{}Ki", disk_total / 1024)),
+    );
+    let mut allocatable = capacity.clone();
+    // Never below zero, nor so low that nothing at all fits: a config reserving more than a
+    // small board has is a config bug, and the node must still be able to run its pods.
+    allocatable.insert(
+        "cpu".to_string(),
+        cpu_quantity(cpu_millis.saturating_sub(reserved.cpu_millis).max(100)),
+    );
+    allocatable.insert(
+        "memory".to_string(),
+        Quantity(format!(
+            "{}Ki",
+            memory.saturating_sub(reserved.memory_bytes).max(64 << 20) / 1024
+        )),
     );
     let disk_pressure =
         disk_total > 0 && (disk_free as f64) < (disk_total as f64) * DISK_PRESSURE_FREE;
@@ -127,7 +146,7 @@ pub fn status(data_dir: &Path, max_pods: u32) -> NodeStatus {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     NodeStatus {
-        allocatable: Some(capacity.clone()),
+        allocatable: Some(allocatable),
         capacity: Some(capacity),
         conditions: Some(vec![
             condition(
@@ -191,17 +210,21 @@ pub fn status(data_dir: &Path, max_pods: u32) -> NodeStatus {
     }
 }
 
-/// The whole Node: its own labels (hostname, arch, os, board, `--node-labels`) and status.
-pub fn node(name: &str, extra_labels: &BTreeMap<String, String>, data_dir: &Path) -> Node {
+/// The whole Node: its own labels (hostname, arch, os; then the board's, disk and GPU; then
+/// `--node-labels`, which win) and status.
+pub fn node(
+    name: &str,
+    board: &BoardSetup,
+    extra_labels: &BTreeMap<String, String>,
+    data_dir: &Path,
+) -> Node {
     let mut labels = BTreeMap::new();
     labels.insert("kubernetes.io/hostname".to_string(), name.to_string());
     labels.insert("kubernetes.io/arch".to_string(), go_arch().to_string());
     labels.insert("kubernetes.io/os".to_string(), "linux".to_string());
     labels.insert("beta.kubernetes.io/arch".to_string(), go_arch().to_string());
     labels.insert("beta.kubernetes.io/os".to_string(), "linux".to_string());
-    if let Some(model) = board_model() {
-        labels.insert("edgepod.io/board".to_string(), model);
-    }
+    labels.extend(board.labels.clone());
     labels.extend(extra_labels.clone());
     Node {
         metadata: ObjectMeta {
@@ -210,7 +233,7 @@ pub fn node(name: &str, extra_labels: &BTreeMap<String, String>, data_dir: &Path
             ..Default::default()
         },
         spec: Some(NodeSpec::default()),
-        status: Some(status(data_dir, 110)),
+        status: Some(status(data_dir, 110, board.reserved)),
     }
 }
 
@@ -256,7 +279,7 @@ mod tests {
     #[test]
     fn a_node_reports_capacity_and_ready() {
         let dir = tempfile::tempdir().unwrap();
-        let n = node("pi", &BTreeMap::new(), dir.path());
+        let n = node("pi", &BoardSetup::default(), &BTreeMap::new(), dir.path());
         let labels = n.metadata.labels.unwrap();
         assert_eq!(labels["kubernetes.io/hostname"], "pi");
         let status = n.status.unwrap();

@@ -28,6 +28,8 @@ pub struct ReportConfig {
     pub node_name: String,
     pub node_labels: BTreeMap<String, String>,
     pub data_dir: PathBuf,
+    /// The board's labels (under `node_labels`) and reserved resources.
+    pub board: super::board::BoardSetup,
 }
 
 fn pod_ref(obj: &Value) -> PodRef {
@@ -55,7 +57,8 @@ pub async fn run(store: Arc<Store>, hub: Arc<dyn HubLink>, cfg: ReportConfig) {
     loop {
         let now = tokio::time::Instant::now();
         if !registered || now >= next_heartbeat {
-            let node = super::node::node(&cfg.node_name, &cfg.node_labels, &cfg.data_dir);
+            let node =
+                super::node::node(&cfg.node_name, &cfg.board, &cfg.node_labels, &cfg.data_dir);
             let result = if registered {
                 match node.status.clone() {
                     Some(status) => hub.node_status(cfg.node_name.clone(), status).await,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::agent::board::{BoardOptions, BoardSetup};
 use crate::agent::{AgentConfig, BackoffPolicy};
 use crate::fleet::mqtt::client::Connection;
 use crate::roles::agent::RemoteHub;
@@ -30,12 +31,26 @@ pub struct AgentArgs {
     /// pids cgroup limit per container (0: unlimited).
     #[arg(long, default_value_t = 4096)]
     pub pids_limit: i64,
-    /// Rotate a container's log file at this many bytes.
-    #[arg(long, default_value_t = Rotation::default().max_size)]
-    pub log_max_size: u64,
-    /// Log files kept per container, the live one included.
-    #[arg(long, default_value_t = Rotation::default().max_files)]
-    pub log_max_files: u32,
+    /// Rotate a container's log file at this many bytes [default: the board config's
+    /// storage.logMaxSize, else 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub log_max_size: Option<u64>,
+    /// Log files kept per container, the live one included [default: the board config's
+    /// storage.logMaxFiles, else 3].
+    #[arg(long, value_name = "N")]
+    pub log_max_files: Option<u32>,
+    /// Use this board config (its file name without .yaml, e.g. rpi4b) instead of detecting
+    /// the board from the device tree.
+    #[arg(long, value_name = "NAME")]
+    pub board: Option<String>,
+    /// Directory of board configs (one YAML file per board); a missing directory means no
+    /// board is matched.
+    #[arg(long, value_name = "DIR", default_value = crate::host::board::DEFAULT_CONFIG_DIR)]
+    pub board_config_dir: PathBuf,
+    /// Where the host's /proc, /sys and /dev are read for board, disk and GPU detection (tests
+    /// point it at a fixture tree).
+    #[arg(long, env = "EDGEPOD_HOST_ROOT", hide = true, default_value = "/")]
+    pub host_root: PathBuf,
     /// Labels this node registers with, KEY=VALUE[,KEY=VALUE] (e.g. gpu=true,disk=ssd).
     #[arg(long, default_value = "")]
     pub node_labels: String,
@@ -245,6 +260,16 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
         None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
     };
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    let board = BoardSetup::detect(
+        &BoardOptions {
+            host_root: args.host_root,
+            config_dir: args.board_config_dir,
+            name: args.board,
+        },
+        data_dir,
+        crate::agent::env::memory_capacity(),
+    )?;
+    let (board_log_size, board_log_files) = board.log_rotation();
     let cfg = AgentConfig {
         data_dir: data_dir.to_path_buf(),
         node_status_update_frequency: secs(args.node_status_update_frequency),
@@ -258,8 +283,14 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
         sync_period: secs(args.sync_period),
         pids_limit: (args.pids_limit > 0).then_some(args.pids_limit),
         log_rotation: Rotation {
-            max_size: args.log_max_size,
-            max_files: args.log_max_files,
+            max_size: args
+                .log_max_size
+                .or(board_log_size)
+                .unwrap_or(Rotation::default().max_size),
+            max_files: args
+                .log_max_files
+                .or(board_log_files)
+                .unwrap_or(Rotation::default().max_files),
         },
         image_gc: crate::image::space::Thresholds {
             high_percent: args.image_gc_high_threshold,
@@ -285,6 +316,7 @@ pub fn config(data_dir: &Path, args: AgentArgs) -> anyhow::Result<AgentConfig> {
         },
         service_proxy: !args.disable_service_proxy,
         cluster_dns_listen: args.cluster_dns_listen,
+        board,
     };
     cfg.image_gc.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)

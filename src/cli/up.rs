@@ -167,6 +167,9 @@ pub fn run_up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         // They share this machine's network namespace: the own node's Service rules and DNS
         // server serve their pods too.
         cfg.service_proxy = false;
+        // They are simulated nodes: only their --extra-node labels describe them, so scheduling
+        // on them does not depend on this machine's board, disk or GPU.
+        cfg.board = Default::default();
         extra.push(LocalAgent { cfg, labels });
     }
     let own = LocalAgent {

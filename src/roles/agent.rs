@@ -46,6 +46,7 @@ pub fn run(
         node_name: node.clone(),
         node_labels: labels,
         data_dir: cfg.data_dir.clone(),
+        board: cfg.board.clone(),
     };
     let kubelet = std::thread::Builder::new()
         .name("kubelet".into())

@@ -90,6 +90,7 @@ pub fn run(hub_cfg: HubConfig, agents: Vec<LocalAgent>) -> Result<(), HubError> 
             node_name: node_name.clone(),
             node_labels: a.labels,
             data_dir: a.cfg.data_dir.clone(),
+            board: a.cfg.board.clone(),
         };
         let cfg = a.cfg;
         let thread = std::thread::Builder::new()
