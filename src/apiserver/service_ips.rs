@@ -391,9 +391,15 @@ mod tests {
         let mut upd = svc("s0", json!({"type": "ClusterIP", "ports": [{"port": 81}]}));
         a.assign(&store, Some(&old), &mut upd).expect("update");
         assert_eq!(upd["spec"]["clusterIP"], old["spec"]["clusterIP"]);
+        // Another address of the range: s0's own was picked at random among .3-.6.
+        let elsewhere = if old["spec"]["clusterIP"] == "10.43.0.6" {
+            "10.43.0.5"
+        } else {
+            "10.43.0.6"
+        };
         let mut moved = svc(
             "s0",
-            json!({"clusterIP": "10.43.0.6", "ports": [{"port": 81}]}),
+            json!({"clusterIP": elsewhere, "ports": [{"port": 81}]}),
         );
         let e = messages(a.assign(&store, Some(&old), &mut moved).unwrap_err());
         assert!(e.contains("field is immutable"), "{e}");
