@@ -130,25 +130,8 @@ pub struct Reserved {
     pub memory_bytes: u64,
 }
 
-/// The doctor checks a `kernel[].check` may name (common to the doctor and the configs).
-pub const CHECK_IDS: &[&str] = &[
-    "kernel",
-    "namespaces",
-    "cgroup-version",
-    "cgroup-memory",
-    "cgroup-cpu",
-    "cgroup-pids",
-    "overlayfs",
-    "seccomp",
-    "cni-plugins",
-    "data-dir",
-    "data-dir-space",
-    "disk",
-    "clock",
-    "broker",
-    "registry",
-    "board",
-];
+/// The doctor checks a `kernel[].check` may name: the doctor's own list.
+pub use super::doctor::CHECK_IDS;
 
 impl BoardConfig {
     /// The reserved resources for a board with `memory_bytes` of memory: the first tier whose
