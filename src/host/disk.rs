@@ -45,7 +45,8 @@ pub fn disk_type_of(root: &Path, path: &Path) -> DiskType {
     let Ok(mountinfo) = std::fs::read_to_string(root.join("proc/self/mountinfo")) else {
         return DiskType::Unknown;
     };
-    let Some(mount) = mount_of(&mountinfo, &resolved) else {
+    let mounts = super::mountinfo::parse(&mountinfo);
+    let Some(mount) = super::mountinfo::mount_of(&mounts, &resolved) else {
         return DiskType::Unknown;
     };
     let dev = if mount.major != 0 {
@@ -61,75 +62,6 @@ pub fn disk_type_of(root: &Path, path: &Path) -> DiskType {
         Some(dev) => type_of_device(&dev, 0),
         None => DiskType::Unknown,
     }
-}
-
-/// One line of mountinfo, the parts we need.
-#[derive(Debug, PartialEq, Eq)]
-struct Mount {
-    major: u32,
-    minor: u32,
-    mount_point: PathBuf,
-    source: String,
-}
-
-/// The mount holding `path`: the longest mount point that contains it, the later line winning
-/// when one mount is stacked over another.
-fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
-    let mut best: Option<Mount> = None;
-    for line in mountinfo.lines() {
-        let Some(m) = parse_mountinfo_line(line) else {
-            continue;
-        };
-        if !path.starts_with(&m.mount_point) {
-            continue;
-        }
-        let longer = best.as_ref().is_none_or(|b| {
-            m.mount_point.components().count() >= b.mount_point.components().count()
-        });
-        if longer {
-            best = Some(m);
-        }
-    }
-    best
-}
-
-/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
-fn parse_mountinfo_line(line: &str) -> Option<Mount> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let (major, minor) = fields.get(2)?.split_once(':')?;
-    let mount_point = unescape(fields.get(4)?);
-    let dash = fields.iter().position(|f| *f == "-")?;
-    let source = fields
-        .get(dash + 2)
-        .map(|s| unescape(s))
-        .unwrap_or_default();
-    Some(Mount {
-        major: major.parse().ok()?,
-        minor: minor.parse().ok()?,
-        mount_point: PathBuf::from(mount_point),
-        source,
-    })
-}
-
-/// Mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `root/sys/dev/block/MAJ:MIN` resolved to its sysfs device directory (still under `root`).
@@ -221,21 +153,23 @@ fn type_of_device(dev: &Path, depth: usize) -> DiskType {
 
 #[cfg(test)]
 mod tests {
+    use super::super::mountinfo::{mount_of, parse};
     use super::*;
 
     #[test]
     fn mountinfo_lines_are_parsed_and_the_deepest_mount_wins() {
         let info = "27 1 179:2 / / rw,relatime - ext4 /dev/mmcblk0p2 rw\n\
                     40 27 8:1 / /mnt/my\\040ssd rw,relatime shared:5 - ext4 /dev/sda1 rw\n";
-        let m = mount_of(info, Path::new("/mnt/my ssd/edgepod")).unwrap();
+        let mounts = parse(info);
+        let m = mount_of(&mounts, Path::new("/mnt/my ssd/edgepod")).unwrap();
         assert_eq!((m.major, m.minor), (8, 1));
         assert_eq!(m.source, "/dev/sda1");
-        let m = mount_of(info, Path::new("/var/lib/edgepod")).unwrap();
+        let m = mount_of(&mounts, Path::new("/var/lib/edgepod")).unwrap();
         assert_eq!((m.major, m.minor), (179, 2));
         // /mnt/my is not a parent of /mnt/myssd.
         assert!(
             mount_of(
-                "1 0 8:1 / /mnt/my rw - ext4 /dev/sda1 rw\n",
+                &parse("1 0 8:1 / /mnt/my rw - ext4 /dev/sda1 rw\n"),
                 Path::new("/mnt/myssd")
             )
             .is_none()

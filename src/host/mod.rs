@@ -14,6 +14,7 @@ pub mod board;
 pub mod disk;
 pub mod doctor;
 pub mod gpu;
+pub mod mountinfo;
 
 /// Errors reading a board config or describing the host.
 #[derive(Debug, thiserror::Error)]

@@ -15,64 +15,7 @@ pub const GENERIC_MEMORY_FIX: &str = "add `cgroup_enable=memory cgroup_memory=1`
     command line and reboot (on a Raspberry Pi: the end of the single line in \
     /boot/firmware/cmdline.txt, /boot/cmdline.txt before Bookworm)";
 
-/// One line of `/proc/self/mountinfo`, the fields the checks need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub mount_point: String,
-    pub fs_type: String,
-    pub source: String,
-    /// Per-superblock options: for cgroup v1, the controllers of the hierarchy.
-    pub super_options: Vec<String>,
-}
-
-/// Parses `/proc/self/mountinfo` (proc(5)): `ID PARENT MAJ:MIN ROOT POINT OPTS [TAGS...] -
-/// TYPE SOURCE SUPEROPTS`; lines that do not have that shape are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = unescape(left.split(' ').nth(4)?);
-            let mut right = right.split(' ');
-            let fs_type = right.next()?.to_string();
-            let source = unescape(right.next()?);
-            let super_options = right
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .map(str::to_string)
-                .collect();
-            Some(Mount {
-                mount_point,
-                fs_type,
-                source,
-                super_options,
-            })
-        })
-        .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use crate::host::mountinfo::{Mount, parse as parse_mountinfo};
 
 /// One row of `/proc/cgroups`.
 #[derive(Debug, Clone, PartialEq, Eq)]

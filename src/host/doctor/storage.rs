@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::cgroup::{Mount, parse_mountinfo};
 use super::{Check, read};
 use crate::host::disk::{DiskType, disk_type_of};
+use crate::host::mountinfo::mount_of;
 
 /// Below this much free space the node cannot pull a typical image and unpack its layers.
 pub const FAIL_BELOW: u64 = 512 << 20;
@@ -51,20 +52,6 @@ fn nearest_existing(data_dir: &Path) -> Option<(PathBuf, String)> {
         }
         p = p.parent()?;
     }
-}
-
-/// The mount holding `path`: the longest mount point above it, the last one mounted when
-/// several are stacked on the same point.
-pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
-    let mut best: Option<&Mount> = None;
-    for m in mounts {
-        if path.starts_with(&m.mount_point)
-            && best.is_none_or(|b| m.mount_point.len() >= b.mount_point.len())
-        {
-            best = Some(m);
-        }
-    }
-    best
 }
 
 fn filesystem(data_dir: &Path, note: &str, mount: Option<&Mount>) -> Check {
@@ -198,6 +185,8 @@ mod tests {
     #[test]
     fn filesystem_verdicts() {
         let m = |t: &str| Mount {
+            major: 8,
+            minor: 1,
             mount_point: "/".into(),
             fs_type: t.into(),
             source: "/dev/x".into(),
