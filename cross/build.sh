@@ -17,7 +17,7 @@
 #   EDGEPOD_CROSS_DIR     cargo target dir for cross builds (default: <repo>/target/cross)
 #   EDGEPOD_SIZE_BUDGET   size budget in bytes of the ARM binaries (default: 12582912 = 12 MiB)
 #   EDGEPOD_SIZE_BUDGET_X86_64  the x86_64 one's (default: 20971520 = 20 MiB)
-#   EDGEPOD_QUICK_X86_64  non-empty: x86_64 without LTO at opt-level 1, size unchecked (CI's
+#   EDGEPOD_QUICK_X86_64  non-empty: x86_64 without LTO or optimisation, size unchecked (CI's
 #                         packaging test; a few minutes instead of twenty)
 #   CARGO_PROFILE_RELEASE_*  cargo's usual profile overrides, e.g. OPT_LEVEL=z
 #
@@ -175,14 +175,14 @@ build_one() {
     fi
     if [ "$arch" = x86_64 ] && [ -n "${EDGEPOD_QUICK_X86_64:-}" ]; then
         # CI's amd64 binary only feeds the packaging test (dpkg -i on this machine): built
-        # without LTO, in parallel and at opt-level 1, it takes minutes instead of the 20 a
+        # without LTO, in parallel and unoptimised, it takes minutes instead of the 20 a
         # release build of each ARM binary takes on two cores, which CI's 90 minutes lack.
         args+=(
             --config profile.release.lto=false
             --config profile.release.codegen-units=16
-            --config profile.release.opt-level=1
-            --config 'profile.release.package."*".opt-level=1'
-            --config profile.release.package.edgepod.opt-level=1
+            --config profile.release.opt-level=0
+            --config 'profile.release.package."*".opt-level=0'
+            --config profile.release.package.edgepod.opt-level=0
         )
         QUICK[$arch]=1
     fi
