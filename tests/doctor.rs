@@ -6,11 +6,14 @@
 //! containernetworking-plugins in /usr/lib/cni, and no board config matching it.
 //! Runs as root (one test mounts a tmpfs).
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tmpfs::Tmpfs;
 use serde_json::Value;
 
 const IDS: &[&str] = &[
@@ -343,30 +346,14 @@ fn the_hub_broker_reachable_or_not() {
     );
 }
 
-struct Tmpfs(tempfile::TempDir);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 #[test]
 fn a_full_tmpfs_data_dir_fails_space() {
-    let data = Tmpfs(tempfile::tempdir_in("/var/tmp").unwrap());
-    nix::mount::mount(
-        Some("tmpfs"),
-        data.0.path(),
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=1m"),
-    )
-    .expect("mounting a tmpfs (the tests run as root)");
+    let data = Tmpfs::mount("1m");
     // Filled to the last block.
-    let err = std::fs::write(data.0.path().join("ballast"), vec![1u8; 2 << 20]).unwrap_err();
+    let err = std::fs::write(data.path().join("ballast"), vec![1u8; 2 << 20]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
 
-    let (run, report) = json(data.0.path(), &[]);
+    let (run, report) = json(data.path(), &[]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     let s = check(&report, "data-dir-space");
     assert_eq!(s["status"], "fail", "{s}");

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::node::bin;
+use common::tmpfs::Tmpfs;
 use sha2::{Digest as _, Sha256};
 
 const MIB: usize = 1 << 20;
@@ -106,27 +107,11 @@ fn percent_used(path: &Path) -> u64 {
     (blocks - avail) * 100 / blocks
 }
 
-struct Tmpfs(tempfile::TempDir);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 #[test]
 fn unused_images_go_past_the_high_threshold_and_prune_takes_the_rest() {
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
-    let data = Tmpfs(tempfile::tempdir_in("/var/tmp").unwrap());
-    nix::mount::mount(
-        Some("tmpfs"),
-        data.0.path(),
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=48m"),
-    )
-    .expect("mounting a tmpfs (the tests run as root)");
-    let data_dir = data.0.path();
+    let data = Tmpfs::mount("48m");
+    let data_dir = data.path();
     let (busybox, _) = common::fixtures::busybox_archives();
     edgepod(data_dir, &["image", "import", busybox.to_str().unwrap()]);
     for i in 1..=6 {

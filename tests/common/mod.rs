@@ -8,3 +8,4 @@ pub mod fleet;
 pub mod netns;
 pub mod node;
 pub mod registry;
+pub mod tmpfs;
