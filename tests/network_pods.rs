@@ -277,3 +277,66 @@ fn network_teardown_leaves_nothing_also_after_sigkill() {
     let rules = ns.exec_ok(&["iptables-save", "-t", "nat"]);
     assert!(!rules.contains("18081"), "{rules}");
 }
+
+/// An agent with no hub and no `--pod-cidr` still wires its static pods: it takes the
+/// standalone pod CIDR instead of waiting for a hub that will never assign one.
+#[test]
+fn network_standalone_agent_takes_the_standalone_pod_cidr() {
+    use common::node::Node;
+    use std::os::unix::fs::PermissionsExt;
+    let ns = NetNs::new("standalone");
+    let conf = conf_dir();
+    // The fixture's agent, run inside the test's namespace. nsenter, not `ip netns exec`: that
+    // also mounts a fresh /sys, which hides the cgroup hierarchies from the runtime.
+    let wrapper = conf.path().with_extension("agent.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec nsenter --net=/run/netns/{} {} \"$@\"\n",
+            ns.name,
+            common::node::bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = [
+        "--pod-network",
+        "cni",
+        "--cni-conf-dir",
+        conf.path().to_str().unwrap(),
+        "--cni-bin-dir",
+        "/usr/lib/cni",
+        "--disable-service-proxy",
+    ];
+    let node = Node::start_with(
+        Some(wrapper.clone()),
+        args.iter().map(|a| a.to_string()).collect(),
+    );
+    node.put_manifest("web.yaml", &web_pod("web", "alone", None));
+    let pod = node.wait_running("web");
+    let ip = pod["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ip.starts_with("10.42.0.") && ip != "10.42.0.0" && ip != "10.42.0.1",
+        "podIP {ip:?} is not a pod address of 10.42.0.0/24"
+    );
+    assert_eq!(allocations(node.data()), vec![ip.clone()]);
+    // The pod answers on that address from the node (the bridge routes it).
+    let page = node.wait_for("the pod to answer on its address", 30, || {
+        let out = ns.exec(&[
+            "timeout",
+            "5",
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O-",
+            &format!("http://{ip}:8080/"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("alone").then_some(text)
+    });
+    assert_eq!(page.trim(), "alone");
+    let _ = std::fs::remove_file(&wrapper);
+}

@@ -94,7 +94,8 @@ pub struct AgentArgs {
     /// there is none.
     #[arg(long = "cni-conf-dir", value_name = "DIR", default_value = crate::network::cni::DEFAULT_CONF_DIR)]
     pub cni_conf_dir: PathBuf,
-    /// This node's pod CIDR (e.g. 10.42.0.0/24), overriding the one the hub assigns.
+    /// This node's pod CIDR (e.g. 10.42.0.0/24), overriding the one the hub assigns; an agent
+    /// with no hub uses 10.42.0.0/24.
     #[arg(long = "pod-cidr", value_name = "CIDR")]
     pub pod_cidr: Option<String>,
     /// Do not run the Service proxy and the cluster DNS server on this node (they run only with
@@ -163,7 +164,7 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
     use base64::Engine;
     let labels =
         crate::agent::node::parse_labels(&args.agent.node_labels).map_err(anyhow::Error::msg)?;
-    let cfg = config(data_dir, args.agent)?;
+    let mut cfg = config(data_dir, args.agent)?;
     let identity = crate::fleet::identity::NodeIdentity::load(data_dir)?;
     if let Some(id) = &identity
         && id.node_name != cfg.node_name
@@ -220,9 +221,24 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
             })
         }
     };
+    if hub.is_none()
+        && cfg.pod_cidr.is_none()
+        && cfg.pod_network == crate::agent::network::PodNetworkMode::Cni
+    {
+        // No hub will ever assign one; without it pods would wait for their network forever.
+        tracing::info!(
+            pod_cidr = STANDALONE_POD_CIDR,
+            "no hub: pods get addresses from the standalone pod CIDR (--pod-cidr to choose)"
+        );
+        cfg.pod_cidr = Some(STANDALONE_POD_CIDR.to_string());
+    }
     crate::roles::agent::run(cfg, labels, hub)?;
     Ok(())
 }
+
+/// A standalone agent's pod CIDR: the first node slice of the hub's default cluster CIDR
+/// (k3s's 10.42.0.0/16), so a device that later joins keeps addresses of the same plan.
+pub const STANDALONE_POD_CIDR: &str = "10.42.0.0/24";
 
 /// The hub as a joined node's identity describes it.
 fn remote_hub(

@@ -184,6 +184,9 @@ impl Scratch {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["agent", "--node-name", "bench", "--sync-period", "1"])
+            // A network namespace with loopback only, as the peers' runs get: the figures
+            // compare runtimes, not CNI plugins (and no bridge is left on the host).
+            .args(["--pod-network", "none"])
             .arg("--manifests")
             .arg(self.dir.join("manifests"))
             .env("EDGEPOD_LOG", "warn")

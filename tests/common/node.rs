@@ -30,6 +30,11 @@ impl Node {
 
     /// As [`Node::start`], the agent running from `agent_bin` when given.
     pub fn start_with_bin(agent_bin: Option<PathBuf>) -> Node {
+        Node::start_with(agent_bin, Vec::new())
+    }
+
+    /// As [`Node::start_with_bin`], the agent also given `agent_args`.
+    pub fn start_with(agent_bin: Option<PathBuf>, agent_args: Vec<String>) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("edgepod-test")
             .tempdir_in("/var/tmp")
@@ -38,7 +43,7 @@ impl Node {
         let node = Node {
             dir,
             agent: None,
-            agent_args: Vec::new(),
+            agent_args,
             agent_bin,
         };
         let (oci, _) = super::fixtures::busybox_archives();
