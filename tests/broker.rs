@@ -506,7 +506,13 @@ async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
         )
         .await;
     }
+    // The broker routes a publisher's messages after mosquitto_pub has exited: reconnecting
+    // the keeper before q/zero is routed would (rightly) deliver it live. A live witness
+    // seeing it proves it was routed while the keeper was away.
+    let witness = Sub::spawn(port, &["-i", "witness", "-q", "0", "-t", "q/zero"]);
+    witness.subscribed().await;
     mpub_ok(port, &["-q", "0", "-t", "q/zero", "-m", "not kept"]).await;
+    witness.wait("q/zero not kept").await;
 
     let (mut c, ack) = Client::connect(opts).await;
     assert!(ack.session_present, "CONNACK says the session was kept");
