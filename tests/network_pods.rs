@@ -82,6 +82,13 @@ fn in_cidr(ip: &str) -> bool {
     ip.starts_with("10.88.0.") && ip != "10.88.0.0" && ip != "10.88.0.1"
 }
 
+/// What `url` answers from inside `ns` (empty when it does not answer within 5 s).
+fn fetch_in(ns: &NetNs, url: &str) -> String {
+    // No `-T`: Debian's busybox 1.35 wget crashes on it; `timeout` bounds it instead.
+    let out = ns.exec(&["timeout", "5", "/bin/busybox", "wget", "-q", "-O-", url]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The IPs host-local holds for the default network under `data_dir`.
 fn allocations(data_dir: &Path) -> Vec<String> {
     std::fs::read_dir(data_dir.join("network/host-local/edgepod"))
@@ -210,17 +217,7 @@ spec:
     );
     wait_running(&c, "published");
     let body = c.wait_for("the hostPort to answer", 30, || {
-        // No `-T`: Debian's busybox 1.35 wget crashes on it; `timeout` bounds it instead.
-        let out = ns.exec(&[
-            "timeout",
-            "5",
-            "/bin/busybox",
-            "wget",
-            "-q",
-            "-O-",
-            &format!("http://{}:18080/", NetNs::HOST_IP),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = fetch_in(&ns, &format!("http://{}:18080/", NetNs::HOST_IP));
         text.contains("hello-via-hostport").then_some(text)
     });
     assert!(body.contains("hello-via-hostport"));
@@ -325,16 +322,7 @@ fn network_standalone_agent_takes_the_standalone_pod_cidr() {
     assert_eq!(allocations(node.data()), vec![ip.clone()]);
     // The pod answers on that address from the node (the bridge routes it).
     let page = node.wait_for("the pod to answer on its address", 30, || {
-        let out = ns.exec(&[
-            "timeout",
-            "5",
-            "/bin/busybox",
-            "wget",
-            "-q",
-            "-O-",
-            &format!("http://{ip}:8080/"),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = fetch_in(&ns, &format!("http://{ip}:8080/"));
         text.contains("alone").then_some(text)
     });
     assert_eq!(page.trim(), "alone");
