@@ -238,7 +238,7 @@ pub fn run(data_dir: &Path, args: AgentCommand) -> anyhow::Result<()> {
 
 /// A standalone agent's pod CIDR: the first node slice of the hub's default cluster CIDR
 /// (k3s's 10.42.0.0/16), so a device that later joins keeps addresses of the same plan.
-pub const STANDALONE_POD_CIDR: &str = "10.42.0.0/24";
+const STANDALONE_POD_CIDR: &str = "10.42.0.0/24";
 
 /// The hub as a joined node's identity describes it.
 fn remote_hub(
