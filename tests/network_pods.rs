@@ -285,7 +285,7 @@ fn network_standalone_agent_takes_the_standalone_pod_cidr() {
     let conf = conf_dir();
     // The fixture's agent, run inside the test's namespace. nsenter, not `ip netns exec`: that
     // also mounts a fresh /sys, which hides the cgroup hierarchies from the runtime.
-    let wrapper = conf.path().with_extension("agent.sh");
+    let wrapper = conf.path().join("agent.sh");
     std::fs::write(
         &wrapper,
         format!(
@@ -305,10 +305,7 @@ fn network_standalone_agent_takes_the_standalone_pod_cidr() {
         "/usr/lib/cni",
         "--disable-service-proxy",
     ];
-    let node = Node::start_with(
-        Some(wrapper.clone()),
-        args.iter().map(|a| a.to_string()).collect(),
-    );
+    let node = Node::start_with(Some(wrapper), args.iter().map(|a| a.to_string()).collect());
     node.put_manifest("web.yaml", &web_pod("web", "alone", None));
     let pod = node.wait_running("web");
     let ip = pod["status"]["podIP"]
@@ -326,5 +323,4 @@ fn network_standalone_agent_takes_the_standalone_pod_cidr() {
         text.contains("alone").then_some(text)
     });
     assert_eq!(page.trim(), "alone");
-    let _ = std::fs::remove_file(&wrapper);
 }

@@ -395,6 +395,14 @@ impl Drop for Cluster {
             }
             std::thread::sleep(Duration::from_millis(300));
         }
+        // A finished pod leaves the API before the node has released its container (rootfs
+        // mount, namespaces): stopping now would leave those mounted on the host.
+        let containers = self.dir.path().join("containers");
+        while Instant::now() < deadline
+            && std::fs::read_dir(&containers).is_ok_and(|mut d| d.next().is_some())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         stop(&mut self.up);
     }
 }
