@@ -79,7 +79,14 @@ fn pod_ip(c: &Cluster, pod: &str) -> String {
 
 /// True when `ip` is inside [`CIDR`] (a /24).
 fn in_cidr(ip: &str) -> bool {
-    ip.starts_with("10.88.0.") && ip != "10.88.0.0" && ip != "10.88.0.1"
+    pod_address_of(ip, "10.88.0.")
+}
+
+/// True when `ip` is a pod's address in the /24 starting with `prefix`: neither its network
+/// address nor the bridge's .1.
+fn pod_address_of(ip: &str, prefix: &str) -> bool {
+    ip.strip_prefix(prefix)
+        .is_some_and(|host| host != "0" && host != "1")
 }
 
 /// What `url` answers from inside `ns` (empty when it does not answer within 5 s).
@@ -280,22 +287,8 @@ fn network_teardown_leaves_nothing_also_after_sigkill() {
 #[test]
 fn network_standalone_agent_takes_the_standalone_pod_cidr() {
     use common::node::Node;
-    use std::os::unix::fs::PermissionsExt;
     let ns = NetNs::new("standalone");
     let conf = conf_dir();
-    // The fixture's agent, run inside the test's namespace. nsenter, not `ip netns exec`: that
-    // also mounts a fresh /sys, which hides the cgroup hierarchies from the runtime.
-    let wrapper = conf.path().join("agent.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec nsenter --net=/run/netns/{} {} \"$@\"\n",
-            ns.name,
-            common::node::bin()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let args = [
         "--pod-network",
         "cni",
@@ -305,7 +298,7 @@ fn network_standalone_agent_takes_the_standalone_pod_cidr() {
         "/usr/lib/cni",
         "--disable-service-proxy",
     ];
-    let node = Node::start_with(Some(wrapper), args.iter().map(|a| a.to_string()).collect());
+    let node = Node::start_in_netns(&ns.name, args.iter().map(|a| a.to_string()).collect());
     node.put_manifest("web.yaml", &web_pod("web", "alone", None));
     let pod = node.wait_running("web");
     let ip = pod["status"]["podIP"]
@@ -313,7 +306,7 @@ fn network_standalone_agent_takes_the_standalone_pod_cidr() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        ip.starts_with("10.42.0.") && ip != "10.42.0.0" && ip != "10.42.0.1",
+        pod_address_of(&ip, "10.42.0."),
         "podIP {ip:?} is not a pod address of 10.42.0.0/24"
     );
     assert_eq!(allocations(node.data()), vec![ip.clone()]);

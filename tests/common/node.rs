@@ -20,6 +20,9 @@ pub struct Node {
     /// The binary the agent runs from, when not the one cargo built (the upgrade test's
     /// "installed" copy).
     pub agent_bin: Option<PathBuf>,
+    /// The network namespace (its name under /run/netns) the agent runs in, when not the
+    /// host's.
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -30,11 +33,20 @@ impl Node {
 
     /// As [`Node::start`], the agent running from `agent_bin` when given.
     pub fn start_with_bin(agent_bin: Option<PathBuf>) -> Node {
-        Node::start_with(agent_bin, Vec::new())
+        Node::start_with(agent_bin, Vec::new(), None)
     }
 
-    /// As [`Node::start_with_bin`], the agent also given `agent_args`.
-    pub fn start_with(agent_bin: Option<PathBuf>, agent_args: Vec<String>) -> Node {
+    /// As [`Node::start`], the agent running in network namespace `netns` (see
+    /// [`super::netns::NetNs`]) with `agent_args`.
+    pub fn start_in_netns(netns: &str, agent_args: Vec<String>) -> Node {
+        Node::start_with(None, agent_args, Some(netns.to_string()))
+    }
+
+    fn start_with(
+        agent_bin: Option<PathBuf>,
+        agent_args: Vec<String>,
+        netns: Option<String>,
+    ) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("edgepod-test")
             .tempdir_in("/var/tmp")
@@ -45,6 +57,7 @@ impl Node {
             agent: None,
             agent_args,
             agent_bin,
+            netns,
         };
         let (oci, _) = super::fixtures::busybox_archives();
         let out = node.edgepod(&["image", "import", oci.to_str().unwrap()]);
@@ -72,6 +85,7 @@ impl Node {
             agent: None,
             agent_args,
             agent_bin: None,
+            netns: None,
         };
         node.start_agent();
         node
@@ -95,7 +109,19 @@ impl Node {
             .agent_bin
             .clone()
             .unwrap_or_else(|| PathBuf::from(bin()));
-        let child = Command::new(program)
+        // nsenter rather than `ip netns exec`, as for clusters: only the network namespace
+        // changes, so the agent still sees the host's /sys and its cgroup hierarchies.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        let child = cmd
             .arg("--data-dir")
             .arg(self.data())
             .args([
